@@ -14,12 +14,23 @@ from typing import Any, Literal
 from cartstream.errors import MappingError
 
 EventType = Literal[
-    "order", "refund", "checkout", "customer", "consent", "message", "erasure"
+    "order",
+    "refund",
+    "checkout",
+    "customer",
+    "consent",
+    "message",
+    "erasure",
+    "notification",
 ]
 Event = dict[str, Any]
 
 # A fixed namespace makes event ids stable across processes and releases.
 EVENT_NAMESPACE = uuid.UUID("6f1d2c3e-8a47-4c1b-9f5e-2b7d0c9a4e11")
+
+
+MAX_AMOUNT = Decimal(10) ** 15
+MAX_AMOUNT_DECIMALS = 12
 
 
 def event_id(platform: str, store_id: str, source_id: str, index: int = 0) -> str:
@@ -56,11 +67,13 @@ def to_utc(value: object, field: str) -> str:
         text = text[:-1] + "+00:00"
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError as exc:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        utc = moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        # OverflowError: an offset that moves year 1 or 9999 out of range.
         raise MappingError(f"invalid timestamp in {field}", field=field) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc.isoformat().replace("+00:00", "Z")
 
 
 def optional_utc(value: object, field: str) -> str | None:
@@ -85,7 +98,12 @@ def money(value: object, field: str) -> str:
         amount = Decimal(str(value).strip())
     except InvalidOperation as exc:
         raise MappingError(f"invalid amount in {field}", field=field) from exc
-    if not amount.is_finite():
+    # Bounds keep a tiny input such as "1e999999999" from expanding into a
+    # billion-digit string, and no shop's amount comes near them.
+    if not amount.is_finite() or amount.copy_abs() >= MAX_AMOUNT:
+        raise MappingError(f"invalid amount in {field}", field=field)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_AMOUNT_DECIMALS:
         raise MappingError(f"invalid amount in {field}", field=field)
     return format(amount, "f")
 
