@@ -1,0 +1,212 @@
+"""One consumer batch: apply events, recompute customers and segments, checkpoint.
+
+Everything a batch changes is written in one PostgreSQL transaction together with
+the next offset of each partition, so a batch is applied entirely or not at all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from jsonschema import Draft202012Validator
+
+from cartstream.events import Event
+from projections import store
+from projections.schemas import event_validator
+from projections.segments import SegmentCache, evaluate_customers
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """A Kafka record as the batch sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that cannot be applied, with the reason."""
+
+    record: InputRecord
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    skipped: int = 0
+    dead_letters: list[DeadLetter] | None = None
+    membership_changes: int = 0
+    customer_changes: list[store.CustomerChange] = field(default_factory=list)
+
+
+def decode_event(
+    record: InputRecord, validator: Draft202012Validator
+) -> tuple[Event | None, str | None]:
+    """Decode and validate a record value; return the event or the reason it fails."""
+    if record.value is None:
+        return None, "record has no value"
+    try:
+        event = orjson.loads(record.value)
+    except orjson.JSONDecodeError:
+        return None, "record value is not JSON"
+    error = next(iter(validator.iter_errors(event)), None)
+    if error is not None:
+        path = "/".join(str(part) for part in error.absolute_path) or "(root)"
+        return None, f"event does not match schemas/event.json at {path}"
+    return event, None
+
+
+async def _claim_offsets(
+    connection: asyncpg.Connection, consumer: str, records: Sequence[InputRecord]
+) -> dict[tuple[str, int], int]:
+    """Lock the checkpoint row of each partition and return its next offset.
+
+    The row lock fences a consumer that lost the partition in a rebalance but
+    still holds a batch: it waits, then sees the newer offset and skips what the
+    new owner already applied.
+    """
+    positions: dict[tuple[str, int], int] = {}
+    for topic, partition in sorted({(r.topic, r.partition) for r in records}):
+        await connection.execute(
+            "INSERT INTO checkpoints (consumer, topic, partition, next_offset) "
+            "VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+            consumer,
+            topic,
+            partition,
+        )
+        positions[(topic, partition)] = await connection.fetchval(
+            "SELECT next_offset FROM checkpoints "
+            "WHERE consumer = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+            consumer,
+            topic,
+            partition,
+        )
+    return positions
+
+
+async def apply_batch(
+    connection: asyncpg.Connection,
+    records: Sequence[InputRecord],
+    *,
+    consumer: str,
+    segment_cache: SegmentCache,
+    changes_topic: str,
+    on_dead_letters: Callable[[list[DeadLetter]], Awaitable[None]] | None = None,
+    now: datetime | None = None,
+) -> BatchResult:
+    """Apply a batch of records in one transaction and return what happened.
+
+    Records below a partition's stored checkpoint were applied before and are
+    skipped, which makes redelivery harmless.
+    """
+    now = now or datetime.now(UTC)
+    validator = event_validator()
+    result = BatchResult(dead_letters=[])
+    assert result.dead_letters is not None
+
+    async with connection.transaction():
+        positions = await _claim_offsets(connection, consumer, records)
+        fresh = [r for r in records if r.offset >= positions[(r.topic, r.partition)]]
+        result.skipped = len(records) - len(fresh)
+
+        events: list[Event] = []
+        for record in fresh:
+            event, reason = decode_event(record, validator)
+            if event is None:
+                result.dead_letters.append(DeadLetter(record, reason or "invalid"))
+            else:
+                events.append(event)
+
+        await store.lock_for_batch(connection, events)
+        effects = store.BatchEffects()
+        for event in events:
+            # A savepoint per event lets one event that the database rejects go
+            # to the dead-letter topic without undoing the rest of the batch.
+            try:
+                async with connection.transaction():
+                    await store.apply_event(connection, event, effects)
+            except (
+                asyncpg.DataError,
+                asyncpg.IntegrityConstraintViolationError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as exc:
+                record = next(r for r in fresh if _event_id_of(r) == event["id"])
+                reason = f"event {event['id']} failed to apply: {type(exc).__name__}"
+                result.dead_letters.append(DeadLetter(record, reason))
+                continue
+            result.applied += 1
+
+        # Dead letters are acknowledged by Kafka before the checkpoint moves
+        # past them, so a crash here redelivers them rather than losing them.
+        if result.dead_letters and on_dead_letters is not None:
+            await on_dead_letters(result.dead_letters)
+
+        await store.lock_customers(connection, effects.causes)
+        by_store: dict[str, dict[str, str | None]] = defaultdict(dict)
+        for (store_id, key), cause in sorted(effects.causes.items()):
+            result.customer_changes.append(
+                await store.recompute_customer(connection, store_id, key)
+            )
+            by_store[store_id][key] = cause
+        for store_id, causes in by_store.items():
+            result.membership_changes += await evaluate_customers(
+                connection,
+                segment_cache,
+                store_id,
+                causes,
+                now=now,
+                topic=changes_topic,
+            )
+        if result.membership_changes:
+            await connection.execute("NOTIFY cartstream_outbox")
+
+        last: dict[tuple[str, int], int] = {}
+        for record in fresh:
+            tp = (record.topic, record.partition)
+            last[tp] = max(last.get(tp, -1), record.offset)
+        for (topic, partition), offset in last.items():
+            await connection.execute(
+                "UPDATE checkpoints SET next_offset = $4, updated_at = now() "
+                "WHERE consumer = $1 AND topic = $2 AND partition = $3",
+                consumer,
+                topic,
+                partition,
+                offset + 1,
+            )
+
+    return result
+
+
+def _event_id_of(record: InputRecord) -> str | None:
+    try:
+        value = orjson.loads(record.value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None
+
+
+def dead_letter_value(letter: DeadLetter) -> bytes:
+    """Serialise a dead letter: the reason, where it came from and the raw value."""
+    payload: dict[str, Any] = {
+        "reason": letter.reason,
+        "topic": letter.record.topic,
+        "partition": letter.record.partition,
+        "offset": letter.record.offset,
+        "value": (letter.record.value or b"").decode("utf-8", errors="replace"),
+    }
+    return orjson.dumps(payload)
