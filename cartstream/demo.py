@@ -176,13 +176,13 @@ async def _demo(settings: Settings, base_url: str) -> None:
             customers = (await response.json())["customers"]
         print("\ncustomers, newest last order first:")
         print(
-            f"  {'customer':<36} {'orders':>6} {'sales':>10} {'last order':<22} opt-in"
+            f"  {'customer':<36} {'orders':>6} {'sales':>12} {'last order':<22} opt-in"
         )
         for customer in customers:
             sales = f"{customer['lifetime_sales']} {customer['currency'] or ''}"
             print(
                 f"  {customer['customer_key']:<36} {customer['lifetime_orders']:>6} "
-                f"{sales:>10} {customer['last_order_id'] or '-':<22} "
+                f"{sales:>12} {customer['last_order_id'] or '-':<22} "
                 f"{customer['email_opt_in'] or '-'}"
             )
 
@@ -193,7 +193,7 @@ async def _demo(settings: Settings, base_url: str) -> None:
         ) as response:
             details = await response.json()
         print(f"\ncustomer details of {chosen['customer_key']}:")
-        print(json.dumps(details, indent=2))
+        print(json.dumps(details, indent=2, ensure_ascii=False))
 
     changes = await read_changes(settings, store_id)
     print(f"\nsegment changes on {settings.topics.segment_changes}:")
@@ -203,15 +203,21 @@ async def _demo(settings: Settings, base_url: str) -> None:
             f"  {data['change']:<8} {data['segment_id']} {data['customer_key']} "
             f"membership v{data['membership_version']} caused by {data['cause_event_id']}"
         )
-    print(f"\nAPI: {base_url}/api/stores/{store_id}/customers")
-    print(f"API token: {token}")
+    print(f"\nAPI token of {store_id}: {token}")
+    print(
+        "To query the API, run `.venv/bin/cartstream run` and open "
+        f"http://127.0.0.1:8080/api/stores/{store_id}/customers with the header "
+        "'Authorization: Bearer <token>'."
+    )
     await pool.close()
 
 
 def run_demo() -> int:
     """Run the main job; return the process exit code."""
     state_dir = state_dir_from(os.environ)
-    print("starting the local stack (the first run downloads Kafka, about 100 MB)")
+    print(
+        "starting the local stack (the first run downloads the Kafka jars, about 45 MB)"
+    )
     for line in stack_up(state_dir):
         print(f"  {line}")
     settings = load_settings()
