@@ -1,8 +1,8 @@
 """The main job on the local stack: send the sample Shopify webhooks end to end.
 
-Starts the local Kafka and PostgreSQL, runs ``cartstream run`` as a child
-process, creates a store and a segment, posts every sample Shopify delivery
-signed with the store's secret, waits until the consumer has applied them and
+The job starts the local Kafka and PostgreSQL and runs ``cartstream run`` as a
+child process. It creates a store and a segment, and posts every sample Shopify
+delivery signed with the store's secret. Once the consumer has applied them, it
 prints the customer list, one customer's details and the segment changes read
 back from Kafka.
 """
@@ -68,7 +68,7 @@ async def _wait_http(base_url: str, timeout_s: float) -> None:
             except aiohttp.ClientError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"cartstream did not answer on {base_url}")
+                raise TimeoutError(f"cartstream did not respond on {base_url}/healthz")
             await asyncio.sleep(0.3)
 
 

@@ -2,9 +2,9 @@
 
 Only one relay sends at a time (a session advisory lock), so changes of one
 customer reach the topic in the order they were written. A relay that crashes
-after Kafka acknowledged a batch but before marking it sent will send that
-batch again on restart; the CloudEvents ``id`` is stable, so consumers can drop
-the repeat.
+after Kafka acknowledged a batch but before marking it sent sends that batch
+again on restart. Each change keeps its CloudEvents ``id``, so consumers can
+drop the repeat.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Offsets live in PostgreSQL next to the projections. On assignment the consumer
 seeks to the stored checkpoint, so a restart or a rebalance resumes exactly
-after the last applied batch; the offsets committed to Kafka are informational
-(they show lag) and are never read back.
+after the last applied batch. The offsets committed to Kafka only show lag to
+monitoring tools and are never read back.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ class ProjectionConsumer:
                 asyncpg.exceptions.SerializationError,
                 asyncpg.exceptions.DeadlockDetectedError,
             ) as exc:
-                # Transient: the transaction rolled back, so the whole batch is
-                # retried; the checkpoint makes partial earlier work harmless.
+                # The transaction rolled back, so the whole batch is retried.
+                # The checkpoint makes any earlier partial work harmless.
                 logger.warning(
                     "batch_retried", attempt=attempt, error=type(exc).__name__
                 )
@@ -185,6 +185,6 @@ class ProjectionConsumer:
         try:
             await consumer.commit(offsets)
         except KafkaError as exc:
-            # Only lag reporting depends on these offsets; PostgreSQL holds the
-            # ones that count.
+            # Only lag reporting reads these offsets, because the checkpoints
+            # in PostgreSQL decide where consumption resumes.
             logger.warning("kafka_commit_failed", error=type(exc).__name__)
