@@ -79,9 +79,14 @@ def _grant_access(path: Path, user: str) -> None:
 
 
 def _run(args: list[str], user: str | None, timeout_s: float) -> str:
+    # Dropping only the user id would keep root's groups, and a folder owned by
+    # root's group with no group access then shuts the server user out.
+    group = pwd.getpwnam(user).pw_gid if user is not None else None
     result = subprocess.run(
         args,
         user=user,
+        group=group,
+        extra_groups=[] if user is not None else None,
         capture_output=True,
         text=True,
         timeout=timeout_s,
