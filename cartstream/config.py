@@ -61,6 +61,17 @@ class Settings:
     http_port: int = 8080
     max_body_bytes: int = 1_048_576
     max_json_depth: int = 64
+    # HTTP parser limits that aiohttp enforces before a handler runs. The
+    # defaults are aiohttp's own (3.14).
+    max_request_line_bytes: int = 8190
+    max_header_bytes: int = 8190
+    max_headers: int = 128
+    # Largest accepted gap between a Standard Webhooks ``webhook-timestamp``
+    # and the time of receipt, in either direction.
+    webhook_timestamp_tolerance_s: int = 300
+    # How long a delivery id is remembered to drop a platform's retries.
+    dedupe_window_hours: int = 72
+    bigcommerce_api_url: str = "https://api.bigcommerce.com"
     publish_timeout_ms: int = 10_000
     consumer_group: str = "cartstream-projections"
     batch_max_records: int = 500
@@ -95,6 +106,13 @@ def _choice(env: Mapping[str, str], key: str, default: str, allowed: set[str]) -
         names = ", ".join(sorted(allowed))
         raise ConfigError(f"{PREFIX}{key} must be one of {names}")
     return value
+
+
+def _url(env: Mapping[str, str], key: str, default: str) -> str:
+    value = _read(env, key) or default
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(f"{PREFIX}{key} must be an http:// or https:// URL")
+    return value.rstrip("/")
 
 
 def state_dir_from(env: Mapping[str, str]) -> Path:
@@ -151,6 +169,16 @@ def load_settings(
         http_port=_int(env, "HTTP_PORT", 8080),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_048_576, minimum=1024),
         max_json_depth=_int(env, "MAX_JSON_DEPTH", 64, minimum=4),
+        max_request_line_bytes=_int(env, "MAX_REQUEST_LINE_BYTES", 8190, minimum=256),
+        max_header_bytes=_int(env, "MAX_HEADER_BYTES", 8190, minimum=256),
+        max_headers=_int(env, "MAX_HEADERS", 128, minimum=8),
+        webhook_timestamp_tolerance_s=_int(
+            env, "WEBHOOK_TIMESTAMP_TOLERANCE_S", 300, minimum=1
+        ),
+        dedupe_window_hours=_int(env, "DEDUPE_WINDOW_HOURS", 72, minimum=1),
+        bigcommerce_api_url=_url(
+            env, "BIGCOMMERCE_API_URL", "https://api.bigcommerce.com"
+        ),
         publish_timeout_ms=_int(env, "PUBLISH_TIMEOUT_MS", 10_000, minimum=100),
         consumer_group=_read(env, "CONSUMER_GROUP") or "cartstream-projections",
         batch_max_records=_int(env, "BATCH_MAX_RECORDS", 500, minimum=1),

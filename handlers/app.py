@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from cartstream.config import Settings
-from handlers import api, segments_api
+from handlers import api, openapi, segments_api
 from handlers.backfill import BACKFILLS_KEY
 from handlers.keys import PLATFORMS_KEY, POOL_KEY, PUBLISHER_KEY, SETTINGS_KEY
 from handlers.platforms.registry import default_platforms
@@ -43,9 +43,18 @@ def build_app(
     app = web.Application(
         middlewares=[error_middleware, api.auth_middleware],
         client_max_size=settings.max_body_bytes,
+        # aiohttp's HTTP parser rejects a request over these limits with a
+        # plain-text 400, before the JSON error middleware runs.
+        handler_args={
+            "max_line_size": settings.max_request_line_bytes,
+            "max_field_size": settings.max_header_bytes,
+            "max_headers": settings.max_headers,
+        },
     )
     app[SETTINGS_KEY] = settings
-    app[PLATFORMS_KEY] = default_platforms()
+    app[PLATFORMS_KEY] = default_platforms(
+        timestamp_tolerance_s=settings.webhook_timestamp_tolerance_s
+    )
     app[BACKFILLS_KEY] = set()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -69,4 +78,5 @@ def build_app(
     app.router.add_get("/healthz", health)
     api.add_routes(app)
     segments_api.add_routes(app)
+    openapi.add_routes(app)
     return app

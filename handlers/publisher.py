@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 import structlog
@@ -15,6 +13,7 @@ from aiokafka.errors import KafkaError
 from cartstream.config import Settings
 from cartstream.errors import PublishTimeoutError
 from cartstream.events import Event
+from handlers.quarantine import QuarantineRecord
 from projections.identity import customer_key
 
 logger = structlog.get_logger(__name__)
@@ -90,38 +89,18 @@ class EventPublisher:
             [(topic, partition_key(event), orjson.dumps(event)) for event in events]
         )
 
-    async def quarantine(
-        self,
-        *,
-        platform: str,
-        store_id: str,
-        body: bytes,
-        headers: dict[str, str],
-        reason: str,
-        field: str | None,
-        received_at: str,
-    ) -> None:
-        """Keep a verified but unmappable delivery whole, with the reason."""
-        record: dict[str, Any] = {
-            "platform": platform,
-            "store_id": store_id,
-            "received_at": received_at,
-            "reason": reason,
-            "field": field,
-            "headers": headers,
-        }
-        try:
-            record["body"] = body.decode("utf-8")
-            record["body_encoding"] = "utf-8"
-        except UnicodeDecodeError:
-            record["body"] = base64.b64encode(body).decode()
-            record["body_encoding"] = "base64"
+    async def quarantine(self, record: QuarantineRecord) -> None:
+        """Keep a verified but unmappable delivery whole, with the reason.
+
+        Records are keyed by store and platform, so one store's quarantined
+        deliveries keep their order.
+        """
         await self._send_within_timeout(
             [
                 (
                     self._settings.topics.quarantine,
-                    f"{store_id}:{platform}".encode(),
-                    orjson.dumps(record),
+                    f"{record.store_id}:{record.platform}".encode(),
+                    record.to_json(),
                 )
             ]
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -43,9 +44,11 @@ _STATUS_CODES = {
 async def error_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    """Answer aiohttp's own errors and unexpected exceptions with JSON.
+    """Turn aiohttp's HTTP errors and unexpected exceptions into JSON responses.
 
-    A stack trace never reaches the client; it is logged once here.
+    A stack trace never reaches the client, and it is logged once here. A value
+    that PostgreSQL rejects as data (a NUL character in a path segment or in
+    JSON text, for example) comes from the request, so it is answered 400.
     """
     try:
         return await handler(request)
@@ -54,11 +57,28 @@ async def error_middleware(
             raise
         code = _STATUS_CODES.get(exc.status, "http_error")
         message = exc.reason
+        headers = None
         if exc.status == 405:
             message = f"method {request.method} is not allowed on {request.path}"
+            headers = {"Allow": exc.headers.get("Allow", "")}
         elif exc.status == 404:
             message = f"no endpoint at {request.path}"
-        return json_error(exc.status, code, message)
+        elif exc.status == 413:
+            message = exc.text or message
+        return json_error(exc.status, code, message, headers=headers)
+    except asyncpg.DataError as exc:
+        logger.info(
+            "request_rejected",
+            method=request.method,
+            path=request.path,
+            error=type(exc).__name__,
+        )
+        return json_error(
+            400,
+            "invalid_value",
+            "the request contains a value that cannot be stored, such as a NUL "
+            "character",
+        )
     except Exception:
         logger.exception("request_failed", method=request.method, path=request.path)
         return json_error(500, "internal_error", "internal error; see the server log")

@@ -1,23 +1,32 @@
 """The webhook endpoint: verify, map and publish one delivery per request.
 
-``POST /webhooks/{platform}/{store_id}``. A delivery is answered 2xx only after
-Kafka acknowledged every event made from it; the platform retries anything else.
+``POST /webhooks/{platform}/{store_id}``. The receiver responds 2xx to a
+delivery only after Kafka acknowledged every event made from it, and the
+platform retries any other response. Checks run cheapest first: platform,
+store, size, ping, content type, signature, JSON, delivery id (duplicates),
+mapping.
 """
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
+import asyncpg
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter
 
 from cartstream.errors import InvalidSignatureError, MappingError, PublishTimeoutError
+from cartstream.events import Event
+from handlers.deliveries import find_delivery, prune_deliveries, record_delivery
 from handlers.keys import PLATFORMS_KEY, POOL_KEY, PUBLISHER_KEY, SETTINGS_KEY
-from handlers.platforms.base import Delivery
+from handlers.platforms.base import Delivery, ParsedDelivery, Platform
+from handlers.quarantine import QuarantineRecord
 from handlers.responses import json_error
-from projections.stores import active_secrets
+from projections.stores import STORE_ID_PATTERN, active_secrets
 
 logger = structlog.get_logger(__name__)
 
@@ -28,23 +37,13 @@ DELIVERIES = Counter(
 )
 
 JSON_TYPES = ("application/json", "text/json")
-FORM_TYPE = "application/x-www-form-urlencoded"
-# Headers kept with a quarantined delivery; signatures are left out on purpose.
-KEPT_HEADER_PREFIXES = (
-    "x-shopify-topic",
-    "x-shopify-webhook-id",
-    "x-shopify-event-id",
-    "x-shopify-shop-domain",
-    "x-shopify-api-version",
-    "x-wc-webhook-topic",
-    "x-wc-webhook-delivery-id",
-    "x-wc-webhook-resource",
-    "x-wc-webhook-event",
-    "x-wc-webhook-source",
-    "webhook-id",
-    "webhook-timestamp",
-    "content-type",
-)
+# Errors that mean PostgreSQL is unreachable. The response is 503, so the
+# platform retries.
+DATABASE_ERRORS = (OSError, asyncpg.PostgresConnectionError)
+# Deleting expired delivery ids on about 1 in 100 published deliveries keeps
+# the table near (rate x window) rows without a timer task.
+PRUNE_PROBABILITY = 0.01
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 def json_depth_exceeds(value: object, max_depth: int) -> bool:
@@ -82,29 +81,56 @@ def _reject(platform: str, outcome: str, response: web.Response) -> web.Response
     return response
 
 
+def _database_unavailable(platform: str) -> web.Response:
+    return _reject(
+        platform,
+        "database_unavailable",
+        json_error(
+            503,
+            "database_unavailable",
+            "PostgreSQL is unreachable; retry later",
+            headers=RETRY_AFTER,
+        ),
+    )
+
+
 async def receive_delivery(request: web.Request) -> web.Response:
     """Handle ``POST /webhooks/{platform}/{store_id}``."""
     settings = request.app[SETTINGS_KEY]
     platform_name = request.match_info["platform"]
     store_id = request.match_info["store_id"]
-    platform = request.app[PLATFORMS_KEY].get(platform_name)
-    log = logger.bind(platform=platform_name, store_id=store_id)
+    platforms = request.app[PLATFORMS_KEY]
+    platform = platforms.get(platform_name)
     if platform is None:
-        names = ", ".join(sorted(request.app[PLATFORMS_KEY]))
+        # Not counted: the label would take any value a client sends.
+        names = ", ".join(sorted(platforms))
         return json_error(
             404, "unknown_platform", f"unknown platform {platform_name!r}: use {names}"
         )
+    log = logger.bind(platform=platform_name, store_id=store_id)
 
-    secrets = await active_secrets(request.app[POOL_KEY], store_id, platform_name)
+    unknown_store = json_error(404, "unknown_store", f"store {store_id!r} not found")
+    # Checked before the query because PostgreSQL rejects some text (NUL).
+    if STORE_ID_PATTERN.fullmatch(store_id) is None:
+        return _reject(platform_name, "unknown_store", unknown_store)
+    try:
+        secrets = await active_secrets(request.app[POOL_KEY], store_id, platform_name)
+    except DATABASE_ERRORS as exc:
+        log.warning("delivery_not_verified", error=type(exc).__name__)
+        return _database_unavailable(platform_name)
     if secrets is None:
-        return _reject(
-            platform_name,
-            "unknown_store",
-            json_error(404, "unknown_store", f"store {store_id!r} not found"),
-        )
+        return _reject(platform_name, "unknown_store", unknown_store)
 
     limit = settings.max_body_bytes
-    body = await _read_body(request, limit)
+    try:
+        body = await _read_body(request, limit)
+    except (HttpProcessingError, ClientPayloadError) as exc:
+        log.info("delivery_rejected", reason="invalid_body", error=type(exc).__name__)
+        return _reject(
+            platform_name,
+            "invalid_body",
+            json_error(400, "invalid_body", "the request body could not be read"),
+        )
     if body is None:
         log.info("delivery_rejected", reason="body_too_large")
         return _reject(
@@ -125,39 +151,81 @@ async def receive_delivery(request: web.Request) -> web.Response:
         DELIVERIES.labels(platform_name, "ping").inc()
         return web.json_response({"status": "ping"})
 
+    rejection = _check_delivery(request, platform, delivery, secrets, log)
+    if rejection is not None:
+        return rejection
+
+    try:
+        parsed = platform.parse(delivery)
+    except MappingError as exc:
+        return await _quarantine(request, platform_name, delivery, exc, None, log)
+    except Exception as exc:
+        error = _mapper_failure(platform_name, exc, log)
+        return await _quarantine(request, platform_name, delivery, error, None, log)
+    log = log.bind(topic=parsed.topic, delivery_id=parsed.delivery_id)
+    return await _map_and_publish(request, platform, delivery, parsed, log)
+
+
+def _check_delivery(
+    request: web.Request,
+    platform: Platform,
+    delivery: Delivery,
+    secrets: list[str],
+    log: structlog.typing.FilteringBoundLogger,
+) -> web.Response | None:
+    """Check the content type, the signature and the JSON.
+
+    Returns the error response of the first check that fails, or None.
+    """
+    settings = request.app[SETTINGS_KEY]
+    name = platform.name
     content_type = request.content_type
     if content_type not in JSON_TYPES:
         return _reject(
-            platform_name,
+            name,
             "wrong_type",
             json_error(
                 415,
                 "unsupported_media_type",
-                f"content type {content_type!r} is not supported: send application/json",
+                f"content type {content_type!r} is not supported: "
+                "send application/json",
             ),
         )
 
+    if not secrets:
+        log.info("delivery_rejected", reason="no_active_secret")
+        return _reject(
+            name,
+            "invalid_signature",
+            json_error(
+                401,
+                "invalid_signature",
+                f"store {delivery.store_id!r} has no active {name} secret",
+            ),
+        )
     try:
         platform.verify(delivery, secrets)
     except InvalidSignatureError as exc:
-        log.info("delivery_rejected", reason="invalid_signature", size_bytes=len(body))
+        log.info(
+            "delivery_rejected",
+            reason="invalid_signature",
+            size_bytes=len(delivery.body),
+        )
         return _reject(
-            platform_name,
-            "invalid_signature",
-            json_error(401, "invalid_signature", str(exc)),
+            name, "invalid_signature", json_error(401, "invalid_signature", str(exc))
         )
 
     try:
-        decoded = orjson.loads(body)
+        decoded = orjson.loads(delivery.body)
     except orjson.JSONDecodeError:
         return _reject(
-            platform_name,
+            name,
             "invalid_json",
             json_error(400, "invalid_json", "body is not valid JSON"),
         )
     if json_depth_exceeds(decoded, settings.max_json_depth):
         return _reject(
-            platform_name,
+            name,
             "too_deep",
             json_error(
                 400,
@@ -165,32 +233,101 @@ async def receive_delivery(request: web.Request) -> web.Response:
                 f"body nests deeper than {settings.max_json_depth} levels",
             ),
         )
+    return None
 
-    publisher = request.app[PUBLISHER_KEY]
+
+async def _map_and_publish(
+    request: web.Request,
+    platform: Platform,
+    delivery: Delivery,
+    parsed: ParsedDelivery,
+    log: structlog.typing.FilteringBoundLogger,
+) -> web.Response:
+    """Drop a duplicate, else map the delivery, publish it and record its id."""
+    pool = request.app[POOL_KEY]
+    name = platform.name
+    recorded = None
+    if parsed.delivery_id is not None:
+        try:
+            recorded = await find_delivery(
+                pool, delivery.store_id, name, parsed.delivery_id
+            )
+        except DATABASE_ERRORS as exc:
+            log.warning("delivery_not_checked", error=type(exc).__name__)
+            return _database_unavailable(name)
+    if recorded is not None and recorded.outcome == "published":
+        log.info("delivery_duplicate")
+        DELIVERIES.labels(name, "duplicate").inc()
+        return web.json_response(
+            {"status": "duplicate", "event_ids": recorded.event_ids}
+        )
+
+    is_quarantined = recorded is not None
     try:
-        parsed = platform.parse(delivery)
-        log = log.bind(topic=parsed.topic, delivery_id=parsed.delivery_id)
         events = platform.map(delivery, parsed)
     except MappingError as exc:
-        return await _quarantine(request, platform_name, delivery, exc, log)
+        return await _quarantine(
+            request, name, delivery, exc, parsed, log, is_quarantined=is_quarantined
+        )
+    except Exception as exc:
+        error = _mapper_failure(name, exc, log)
+        return await _quarantine(
+            request, name, delivery, error, parsed, log, is_quarantined=is_quarantined
+        )
 
     try:
-        await publisher.publish_events(events)
+        await request.app[PUBLISHER_KEY].publish_events(events)
     except PublishTimeoutError as exc:
         log.warning("delivery_not_acknowledged", events=len(events), error=str(exc))
         return _reject(
-            platform_name,
+            name,
             "kafka_unavailable",
-            json_error(
-                503, "kafka_unavailable", str(exc), headers={"Retry-After": "5"}
-            ),
+            json_error(503, "kafka_unavailable", str(exc), headers=RETRY_AFTER),
         )
 
-    log.info("delivery_accepted", events=len(events), size_bytes=len(body))
-    DELIVERIES.labels(platform_name, "accepted").inc()
-    return web.json_response(
-        {"status": "accepted", "event_ids": [event["id"] for event in events]}
-    )
+    event_ids = [event["id"] for event in events]
+    if parsed.delivery_id is not None:
+        await _record(request, delivery.store_id, name, parsed.delivery_id, events, log)
+    log.info("delivery_accepted", events=len(events), size_bytes=len(delivery.body))
+    DELIVERIES.labels(name, "accepted").inc()
+    return web.json_response({"status": "accepted", "event_ids": event_ids})
+
+
+def _mapper_failure(
+    platform: str, exc: Exception, log: structlog.typing.FilteringBoundLogger
+) -> MappingError:
+    """Log a platform code bug and describe it for the quarantine.
+
+    A bug must not lose a verified delivery, so it is quarantined and can be
+    redriven once the code is fixed.
+    """
+    log.error("mapper_failed", error=type(exc).__name__, exc_info=exc)
+    return MappingError(f"the {platform} mapper failed with {type(exc).__name__}")
+
+
+async def _record(
+    request: web.Request,
+    store_id: str,
+    platform: str,
+    delivery_id: str,
+    events: list[Event],
+    log: structlog.typing.FilteringBoundLogger,
+) -> None:
+    """Record a published delivery. If that fails, a later retry is published again."""
+    pool = request.app[POOL_KEY]
+    settings = request.app[SETTINGS_KEY]
+    event_ids = [event["id"] for event in events]
+    try:
+        await record_delivery(
+            pool, store_id, platform, delivery_id, "published", event_ids
+        )
+        if random.random() < PRUNE_PROBABILITY:
+            pruned = await prune_deliveries(pool, settings.dedupe_window_hours)
+            log.debug("deliveries_pruned", deleted=pruned)
+    except DATABASE_ERRORS as exc:
+        # The events are in Kafka, so the response is still 200. A retry of
+        # the delivery is published again, with the same event ids.
+        log.warning("delivery_not_recorded", error=type(exc).__name__)
 
 
 async def _quarantine(
@@ -198,29 +335,57 @@ async def _quarantine(
     platform_name: str,
     delivery: Delivery,
     error: MappingError,
+    parsed: ParsedDelivery | None,
     log: structlog.typing.FilteringBoundLogger,
+    *,
+    is_quarantined: bool = False,
 ) -> web.Response:
-    headers = {
-        name.lower(): value
-        for name, value in delivery.headers.items()
-        if name.lower() in KEPT_HEADER_PREFIXES
-    }
+    """Keep an unmappable delivery on the quarantine topic and respond 422.
+
+    A retry of a delivery already in quarantine (``is_quarantined``, from the
+    delivery log) gets 422 again without a second copy.
+    """
+    response = json_error(422, "unmappable_delivery", str(error), field=error.field)
+    if is_quarantined:
+        log.info("delivery_already_quarantined", reason=str(error))
+        DELIVERIES.labels(platform_name, "quarantined").inc()
+        return response
+
+    record = QuarantineRecord.from_delivery(
+        platform_name,
+        delivery,
+        reason=str(error),
+        field=error.field,
+        topic=parsed.topic if parsed else None,
+        delivery_id=parsed.delivery_id if parsed else None,
+    )
     try:
-        await request.app[PUBLISHER_KEY].quarantine(
-            platform=platform_name,
-            store_id=delivery.store_id,
-            body=delivery.body,
-            headers=headers,
-            reason=str(error),
-            field=error.field,
-            received_at=delivery.received_at.isoformat(),
-        )
+        await request.app[PUBLISHER_KEY].quarantine(record)
     except PublishTimeoutError as exc:
         # Not kept anywhere yet, so the platform must retry it.
         log.warning("quarantine_not_acknowledged", error=str(exc))
-        return json_error(
-            503, "kafka_unavailable", str(exc), headers={"Retry-After": "5"}
+        return _reject(
+            platform_name,
+            "kafka_unavailable",
+            json_error(503, "kafka_unavailable", str(exc), headers=RETRY_AFTER),
         )
-    log.warning("delivery_quarantined", reason=str(error), field=error.field)
+
+    if parsed is not None and parsed.delivery_id is not None:
+        try:
+            await record_delivery(
+                request.app[POOL_KEY],
+                delivery.store_id,
+                platform_name,
+                parsed.delivery_id,
+                "quarantined",
+            )
+        except DATABASE_ERRORS as exc:
+            log.warning("delivery_not_recorded", error=type(exc).__name__)
+    log.warning(
+        "delivery_quarantined",
+        reason=str(error),
+        field=error.field,
+        quarantine_id=record.quarantine_id,
+    )
     DELIVERIES.labels(platform_name, "quarantined").inc()
-    return json_error(422, "unmappable_delivery", str(error), field=error.field)
+    return response

@@ -1,4 +1,4 @@
-"""Store records: platform, webhook secrets and the API token of each store."""
+"""Store records: platform, webhook secrets, API tokens and BigCommerce credentials."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from cartstream.config import Secret
 from cartstream.errors import CartstreamError
 
 PLATFORMS = ("shopify", "woocommerce", "bigcommerce", "standard")
@@ -183,4 +184,82 @@ async def list_stores(connection: asyncpg.Connection) -> list[asyncpg.Record]:
             "SELECT store_id, platform, name, currency, created_at FROM stores "
             "ORDER BY store_id"
         )
+    )
+
+
+@dataclass(frozen=True)
+class BigCommerceCredentials:
+    """A store's BigCommerce API account: the store hash and its access token."""
+
+    store_id: str
+    store_hash: str
+    access_token: Secret
+
+
+BIGCOMMERCE_STORE_HASH_PATTERN = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+async def set_bigcommerce_credentials(
+    connection: asyncpg.Connection, store_id: str, store_hash: str, access_token: str
+) -> None:
+    """Store or replace the BigCommerce API credentials of a BigCommerce store.
+
+    Raises:
+        StoreError: the store is unknown or not a BigCommerce store, the store
+            hash is not 1-64 letters and digits, or the token is empty.
+    """
+    if not BIGCOMMERCE_STORE_HASH_PATTERN.match(store_hash):
+        raise StoreError(
+            f"invalid store hash {store_hash!r}: use the 1-64 letters and digits "
+            "after stores/ in the store's API path"
+        )
+    if not access_token.strip():
+        raise StoreError("the access token is empty")
+    platform = await connection.fetchval(
+        "SELECT platform FROM stores WHERE store_id = $1", store_id
+    )
+    if platform is None:
+        raise StoreError(f"store {store_id!r} not found")
+    if platform != "bigcommerce":
+        raise StoreError(
+            f"store {store_id!r} is a {platform} store; API credentials apply to "
+            "bigcommerce stores only"
+        )
+    await connection.execute(
+        "INSERT INTO bigcommerce_credentials (store_id, store_hash, access_token) "
+        "VALUES ($1, $2, $3) ON CONFLICT (store_id) DO UPDATE SET "
+        "store_hash = EXCLUDED.store_hash, access_token = EXCLUDED.access_token, "
+        "updated_at = now()",
+        store_id,
+        store_hash,
+        access_token.strip(),
+    )
+
+
+async def remove_bigcommerce_credentials(
+    connection: asyncpg.Connection, store_id: str
+) -> None:
+    """Delete a store's BigCommerce API credentials; hydration stops for it."""
+    status = await connection.execute(
+        "DELETE FROM bigcommerce_credentials WHERE store_id = $1", store_id
+    )
+    if status.endswith(" 0"):
+        raise StoreError(f"store {store_id!r} has no BigCommerce credentials")
+
+
+async def bigcommerce_credentials(
+    connection: asyncpg.Connection | asyncpg.Pool, store_id: str
+) -> BigCommerceCredentials | None:
+    """Return a store's BigCommerce API credentials, or None when it has none."""
+    row = await connection.fetchrow(
+        "SELECT store_hash, access_token FROM bigcommerce_credentials "
+        "WHERE store_id = $1",
+        store_id,
+    )
+    if row is None:
+        return None
+    return BigCommerceCredentials(
+        store_id=store_id,
+        store_hash=row["store_hash"],
+        access_token=Secret(row["access_token"]),
     )
