@@ -6,7 +6,6 @@ the next offset of each partition, so a batch is applied entirely or not at all.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,8 +18,9 @@ from jsonschema import Draft202012Validator
 
 from cartstream.events import Event
 from projections import store
+from projections.recompute import DEFAULT_ATTRIBUTION_WINDOW_DAYS
 from projections.schemas import event_validator
-from projections.segments import SegmentCache, evaluate_customers
+from projections.segments import SegmentCache, evaluate_changes
 
 logger = structlog.get_logger(__name__)
 
@@ -106,11 +106,13 @@ async def apply_batch(
     changes_topic: str,
     on_dead_letters: Callable[[list[DeadLetter]], Awaitable[None]] | None = None,
     now: datetime | None = None,
+    attribution_window_days: int = DEFAULT_ATTRIBUTION_WINDOW_DAYS,
 ) -> BatchResult:
     """Apply a batch of records in one transaction and return what happened.
 
     Records below a partition's stored checkpoint were applied before and are
-    skipped, which makes redelivery harmless.
+    skipped, which makes redelivery harmless. ``attribution_window_days`` is how
+    far before an order a message click or send converts it.
     """
     now = now or datetime.now(UTC)
     validator = event_validator()
@@ -118,6 +120,9 @@ async def apply_batch(
     assert result.dead_letters is not None
 
     async with connection.transaction():
+        # Shared with every other batch; a replay takes it exclusively to swap
+        # its rebuilt tables in between two batches.
+        await store.share_projection_lock(connection)
         positions = await _claim_offsets(connection, consumer, records)
         fresh = [r for r in records if r.offset >= positions[(r.topic, r.partition)]]
         result.skipped = len(records) - len(fresh)
@@ -132,46 +137,39 @@ async def apply_batch(
 
         await store.lock_for_batch(connection, events)
         effects = store.BatchEffects()
-        for event in events:
-            # A savepoint per event lets one event that the database rejects go
-            # to the dead-letter topic without undoing the rest of the batch.
-            try:
-                async with connection.transaction():
-                    await store.apply_event(connection, event, effects)
-            except (
-                asyncpg.DataError,
-                asyncpg.IntegrityConstraintViolationError,
-                ValueError,
-                KeyError,
-                TypeError,
-            ) as exc:
-                record = next(r for r in fresh if _event_id_of(r) == event["id"])
-                reason = f"event {event['id']} failed to apply: {type(exc).__name__}"
-                result.dead_letters.append(DeadLetter(record, reason))
-                continue
-            result.applied += 1
+        # An event that the database rejects goes to the dead-letter topic
+        # without undoing the rest of the batch.
+        failures = await store.apply_events(connection, events, effects)
+        for event, reason in failures:
+            record = next(r for r in fresh if _event_id_of(r) == event["id"])
+            result.dead_letters.append(DeadLetter(record, reason))
+        result.applied = len(events) - len(failures)
 
         # Dead letters are acknowledged by Kafka before the checkpoint moves
         # past them, so a crash here redelivers them rather than losing them.
         if result.dead_letters and on_dead_letters is not None:
             await on_dead_letters(result.dead_letters)
 
-        await store.lock_customers(connection, effects.causes)
-        by_store: dict[str, dict[str, str | None]] = defaultdict(dict)
-        for (store_id, key), cause in sorted(effects.causes.items()):
+        targets = await store.customers_to_recompute(connection, effects)
+        await store.lock_customers(connection, targets)
+        for store_id, key in sorted(targets):
             result.customer_changes.append(
-                await store.recompute_customer(connection, store_id, key)
+                await store.recompute_customer(
+                    connection,
+                    store_id,
+                    key,
+                    attribution_window_days=attribution_window_days,
+                )
             )
-            by_store[store_id][key] = cause
-        for store_id, causes in by_store.items():
-            result.membership_changes += await evaluate_customers(
-                connection,
-                segment_cache,
-                store_id,
-                causes,
-                now=now,
-                topic=changes_topic,
-            )
+        # Only segments whose rules read a changed field are evaluated.
+        result.membership_changes += await evaluate_changes(
+            connection,
+            segment_cache,
+            result.customer_changes,
+            targets,
+            now=now,
+            topic=changes_topic,
+        )
         if result.membership_changes:
             await connection.execute("NOTIFY cartstream_outbox")
 

@@ -147,6 +147,9 @@ class ProjectionConsumer:
                         segment_cache=self._cache,
                         changes_topic=self._settings.topics.segment_changes,
                         on_dead_letters=send_dead_letters,
+                        attribution_window_days=(
+                            self._settings.attribution_window_days
+                        ),
                     )
             except (
                 asyncpg.PostgresConnectionError,

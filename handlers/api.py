@@ -182,6 +182,17 @@ def customer_details(
             },
             "latest_orders": orjson.loads(row["latest_orders"]),
             "top_purchases": orjson.loads(row["top_purchases"]),
+            "messages": {
+                "sent": row["messages_sent"],
+                "opened": row["messages_opened"],
+                "clicked": row["messages_clicked"],
+            },
+            "workflow_stats": orjson.loads(row["workflow_stats"]),
+            "conversion_rate": row["conversion_rate"],
+            "conversion_totals": {
+                "orders": row["converted_orders"],
+                "revenue": row["converted_revenue"],
+            },
             "segments": [
                 {
                     "segment_id": segment["segment_id"],

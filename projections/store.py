@@ -1,9 +1,11 @@
 """The projection store: applies canonical events to PostgreSQL in a transaction.
 
 Order, checkout and customer events are snapshots: a row is replaced only by a
-snapshot with a newer ``(occurred_at, event id)``. Refunds and consent signals
-are facts keyed by their own id. After the rows change, the metrics of every
-customer they touch are recomputed from that customer's current rows.
+snapshot with a newer ``(occurred_at, event id)``. Refunds are kept the same
+way by refund id, and aliases by email and account. Consent signals, message
+events and order deletions are facts keyed by their event id. After the rows
+change, the metrics of every customer they touch are recomputed
+(``projections.recompute``).
 """
 
 from __future__ import annotations
@@ -18,18 +20,56 @@ import asyncpg
 import orjson
 
 from cartstream.events import Event
+from projections import identity
 from projections.identity import customer_key
-from projections.metrics import (
-    Checkout,
-    ConsentSignal,
-    Order,
-    OrderLine,
-    Refund,
-    RefundLine,
-    compute_metrics,
-    merge_refunds,
-    order_sort_key,
+from projections.recompute import CustomerChange, recompute_customer
+
+__all__ = [
+    "APPLY_ERRORS",
+    "PROJECTION_TABLES",
+    "BatchEffects",
+    "CustomerChange",
+    "apply_event",
+    "apply_events",
+    "customers_to_recompute",
+    "hold_projection_lock",
+    "lock_customers",
+    "lock_for_batch",
+    "parse_time",
+    "recompute_customer",
+    "share_projection_lock",
+]
+
+# Every table that is a pure function of the store-events topic, in the order
+# a replay rebuilds them. Stores, segments, memberships, the outbox and the
+# checkpoints are state of their own and are kept.
+PROJECTION_TABLES = (
+    "orders",
+    "refunds",
+    "order_tombstones",
+    "checkouts",
+    "customer_profiles",
+    "consent_signals",
+    "customer_aliases",
+    "messages",
+    "customers",
 )
+
+# Errors that make one event fail to apply while the rest of its batch goes on.
+APPLY_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ValueError,
+    KeyError,
+    TypeError,
+)
+
+# Any fixed number works. Consumer batches take it shared and a replay takes it
+# exclusively while it swaps rebuilt tables in, so no batch writes in between.
+PROJECTION_LOCK_ID = 0x63617275
+
+# Event types whose customer reference records an alias (email -> account).
+ALIAS_EVENT_TYPES = frozenset({"order", "checkout", "customer", "consent", "message"})
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -46,7 +86,11 @@ def _required_time(value: str) -> datetime:
 
 @dataclass
 class BatchEffects:
-    """Customers touched by a batch, with the last event that touched each."""
+    """Customers touched by a batch, with the last event that touched each.
+
+    Keys are the raw keys the rows carry; ``customers_to_recompute`` adds the
+    accounts that guest keys joined.
+    """
 
     causes: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -55,28 +99,131 @@ class BatchEffects:
             self.causes[(store_id, key)] = event_id
 
 
+async def share_projection_lock(connection: asyncpg.Connection) -> None:
+    """Hold the projection lock shared until the transaction ends."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)", PROJECTION_LOCK_ID
+    )
+
+
+async def hold_projection_lock(connection: asyncpg.Connection) -> None:
+    """Hold the projection lock exclusively until the transaction ends.
+
+    Waits for every consumer batch in flight, and later batches wait for this
+    transaction.
+    """
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_ID)
+
+
 def _lock_id(*parts: str) -> str:
     return "\x1f".join(parts)
 
 
 async def _lock(connection: asyncpg.Connection, names: Iterable[str]) -> None:
     # Transaction-scoped advisory locks serialise consumers that touch the same
-    # order or customer from different partitions. Taking them sorted, orders
-    # before customers, rules out deadlocks between concurrent batches.
-    for name in sorted(set(names)):
-        await connection.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name
-        )
+    # order, email or customer from different partitions. Every batch takes
+    # them in three rounds, each sorted: orders and checkouts, then emails,
+    # then customers. A common order rules out deadlocks between batches.
+    ordered = sorted(set(names))
+    if not ordered:
+        return
+    # One statement takes them all, in the array's order.
+    await connection.execute(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(name, 0))) "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS locks (name, position)",
+        ordered,
+    )
 
 
-def _order_lock_names(events: Sequence[Event]) -> list[str]:
+def _order_id_of(event: Event) -> str | None:
+    """Return the order an order, refund or order-deletion event changes."""
+    data = event["data"]
+    if event["type"] in ("order", "refund"):
+        return str(data["order_id"])
+    if _is_order_deletion(event):
+        return str(data["resource_id"])
+    return None
+
+
+def _checkout_ids_of(event: Event) -> list[str]:
+    data = event["data"]
+    if event["type"] == "checkout":
+        return [str(data["checkout_id"])]
+    if event["type"] == "order" and data.get("checkout_id"):
+        return [str(data["checkout_id"])]
+    return []
+
+
+def _resource_lock_names(events: Sequence[Event]) -> list[str]:
     names = []
     for event in events:
-        if event["type"] in ("order", "refund"):
-            names.append(_lock_id("o", event["store_id"], event["data"]["order_id"]))
-        elif event["type"] == "checkout":
-            names.append(_lock_id("k", event["store_id"], event["data"]["checkout_id"]))
+        order_id = _order_id_of(event)
+        if order_id is not None:
+            names.append(_lock_id("o", event["store_id"], order_id))
+        for checkout_id in _checkout_ids_of(event):
+            names.append(_lock_id("k", event["store_id"], checkout_id))
     return names
+
+
+async def _current_owners(
+    connection: asyncpg.Connection, events: Sequence[Event]
+) -> set[tuple[str, str]]:
+    """Return the stored customer keys of the orders and checkouts a batch changes."""
+    orders: dict[str, set[str]] = {}
+    checkouts: dict[str, set[str]] = {}
+    for event in events:
+        order_id = _order_id_of(event)
+        if order_id is not None:
+            orders.setdefault(event["store_id"], set()).add(order_id)
+        for checkout_id in _checkout_ids_of(event):
+            checkouts.setdefault(event["store_id"], set()).add(checkout_id)
+
+    owners: set[tuple[str, str]] = set()
+    for table, id_column, ids_by_store in (
+        ("orders", "order_id", orders),
+        ("checkouts", "checkout_id", checkouts),
+    ):
+        for store_id, ids in ids_by_store.items():
+            rows = await connection.fetch(
+                f"SELECT DISTINCT customer_key FROM {table} "
+                f"WHERE store_id = $1 AND {id_column} = ANY($2) "
+                "AND customer_key IS NOT NULL",
+                store_id,
+                sorted(ids),
+            )
+            owners.update((store_id, row["customer_key"]) for row in rows)
+    return owners
+
+
+async def lock_for_batch(
+    connection: asyncpg.Connection, events: Sequence[Event]
+) -> None:
+    """Take the order, checkout and email locks a batch needs, before changing rows.
+
+    Email locks cover every email whose guest key the batch may touch or whose
+    alias it may write: those in the events' customer references and those of
+    guests that own the orders and checkouts the batch changes. Holding them
+    keeps the account a guest joined fixed until the batch commits.
+    """
+    await _lock(connection, _resource_lock_names(events))
+
+    emails: set[tuple[str, str]] = set()
+    for event in events:
+        email = (event.get("customer") or {}).get("email")
+        if email:
+            emails.add((event["store_id"], str(email)))
+    for store_id, key in await _current_owners(connection, events):
+        email = identity.guest_email(key)
+        if email is not None:
+            emails.add((store_id, email))
+    await _lock(connection, (_lock_id("m", store, email) for store, email in emails))
+
+
+async def lock_customers(
+    connection: asyncpg.Connection, keys: Iterable[tuple[str, str]]
+) -> None:
+    """Take the customer locks of a batch, after its order and email locks."""
+    await _lock(connection, (_lock_id("c", store, key) for store, key in keys))
 
 
 async def _newest_wins(
@@ -90,10 +237,21 @@ async def _newest_wins(
 
 
 def _is_newer(event: Event, current: asyncpg.Record | None) -> bool:
-    if current is None:
+    if current is None or current["version_at"] is None:
         return True
     moment = _required_time(event["occurred_at"])
     return (moment, event["id"]) > (current["version_at"], current["version_event"])
+
+
+async def _owner_of_order(
+    connection: asyncpg.Connection, store_id: str, order_id: str
+) -> str | None:
+    owner: str | None = await connection.fetchval(
+        "SELECT customer_key FROM orders WHERE store_id = $1 AND order_id = $2",
+        store_id,
+        order_id,
+    )
+    return owner
 
 
 async def _apply_order(
@@ -102,12 +260,25 @@ async def _apply_order(
     store_id = event["store_id"]
     data = event["data"]
     key = customer_key(event["customer"])
-    current = await _newest_wins(
-        connection,
-        "orders",
-        "store_id = $1 AND order_id = $2",
-        (store_id, data["order_id"]),
+    current = await connection.fetchrow(
+        "SELECT version_at, version_event, customer_key, checkout_id FROM orders "
+        "WHERE store_id = $1 AND order_id = $2 FOR UPDATE",
+        store_id,
+        data["order_id"],
     )
+    # Every snapshot's marketing choice is a signal, applied or not, so the
+    # signals do not depend on the order in which snapshots arrive.
+    if data.get("accepts_marketing") is not None and key is not None:
+        await _add_consent(
+            connection,
+            store_id,
+            key,
+            event["id"],
+            _required_time(data["created_at"]),
+            "subscribed" if data["accepts_marketing"] else "not_subscribed",
+            "order",
+        )
+        effects.touch(store_id, key, event["id"])
     if not _is_newer(event, current):
         return
 
@@ -149,24 +320,22 @@ async def _apply_order(
     if current is not None:
         effects.touch(store_id, current["customer_key"], event["id"])
 
-    if data.get("checkout_id"):
-        checkout_owner = await connection.fetchval(
-            "SELECT customer_key FROM checkouts WHERE store_id = $1 AND checkout_id = $2",
+    # The checkout this order completes, and the one an older snapshot named,
+    # which may no longer be completed.
+    # NOTE: only the new checkout is locked. A batch that moves the old
+    # checkout to another customer at the same moment can leave that
+    # customer's completed count stale until their next event.
+    checkout_ids = {data.get("checkout_id"), current and current["checkout_id"]}
+    named = sorted(checkout_id for checkout_id in checkout_ids if checkout_id)
+    if named:
+        checkout_owners = await connection.fetch(
+            "SELECT DISTINCT customer_key FROM checkouts WHERE store_id = $1 "
+            "AND checkout_id = ANY($2)",
             store_id,
-            data["checkout_id"],
+            named,
         )
-        effects.touch(store_id, checkout_owner, event["id"])
-
-    if data.get("accepts_marketing") is not None and key is not None:
-        await _add_consent(
-            connection,
-            store_id,
-            key,
-            event["id"],
-            _required_time(data["created_at"]),
-            "subscribed" if data["accepts_marketing"] else "not_subscribed",
-            "order",
-        )
+        for row in checkout_owners:
+            effects.touch(store_id, row["customer_key"], event["id"])
 
 
 async def _apply_refund(
@@ -174,12 +343,23 @@ async def _apply_refund(
 ) -> None:
     store_id = event["store_id"]
     data = event["data"]
+    previous_order = await connection.fetchval(
+        "SELECT order_id FROM refunds WHERE store_id = $1 AND refund_id = $2",
+        store_id,
+        data["refund_id"],
+    )
     await connection.execute(
         """
         INSERT INTO refunds (store_id, refund_id, order_id, created_at, amount,
-            line_items)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (store_id, refund_id) DO NOTHING
+            line_items, version_at, version_event)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (store_id, refund_id) DO UPDATE SET
+            order_id = EXCLUDED.order_id, created_at = EXCLUDED.created_at,
+            amount = EXCLUDED.amount, line_items = EXCLUDED.line_items,
+            version_at = EXCLUDED.version_at, version_event = EXCLUDED.version_event
+        WHERE refunds.version_at IS NULL
+            OR (EXCLUDED.version_at, EXCLUDED.version_event)
+                > (refunds.version_at, refunds.version_event)
         """,
         store_id,
         data["refund_id"],
@@ -187,13 +367,13 @@ async def _apply_refund(
         parse_time(data.get("created_at")),
         Decimal(data["amount"]),
         orjson.dumps(data["line_items"]).decode(),
+        _required_time(event["occurred_at"]),
+        event["id"],
     )
-    owner = await connection.fetchval(
-        "SELECT customer_key FROM orders WHERE store_id = $1 AND order_id = $2",
-        store_id,
-        data["order_id"],
-    )
-    effects.touch(store_id, owner, event["id"])
+    for order_id in {data["order_id"], previous_order}:
+        if order_id is not None:
+            owner = await _owner_of_order(connection, store_id, order_id)
+            effects.touch(store_id, owner, event["id"])
 
 
 async def _apply_checkout(
@@ -320,6 +500,74 @@ async def _apply_consent(
     effects.touch(event["store_id"], key, event["id"])
 
 
+async def _apply_message(
+    connection: asyncpg.Connection, event: Event, effects: BatchEffects
+) -> None:
+    """Store a message event; an ``unsubscribed`` one is also an opt-out signal."""
+    store_id = event["store_id"]
+    data = event["data"]
+    key = customer_key(event["customer"])
+    occurred_at = _required_time(event["occurred_at"])
+    await connection.execute(
+        """
+        INSERT INTO messages (store_id, event_id, customer_key, message_id,
+            workflow_id, kind, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (store_id, event_id) DO NOTHING
+        """,
+        store_id,
+        event["id"],
+        key,
+        data["message_id"],
+        data["workflow_id"],
+        data["kind"],
+        occurred_at,
+    )
+    if data["kind"] == "unsubscribed" and key is not None:
+        await _add_consent(
+            connection,
+            store_id,
+            key,
+            event["id"],
+            occurred_at,
+            "unsubscribed",
+            "message",
+        )
+    effects.touch(store_id, key, event["id"])
+
+
+def _is_order_deletion(event: Event) -> bool:
+    data = event["data"]
+    return bool(
+        event["type"] == "notification"
+        and data.get("scope") == "order.deleted"
+        and data.get("resource_type") == "order"
+    )
+
+
+async def _apply_notification(
+    connection: asyncpg.Connection, event: Event, effects: BatchEffects
+) -> None:
+    """Record an order deletion; other notifications wait for their hydrated event."""
+    if not _is_order_deletion(event):
+        return
+    store_id = event["store_id"]
+    order_id = str(event["data"]["resource_id"])
+    await connection.execute(
+        """
+        INSERT INTO order_tombstones (store_id, order_id, event_id, deleted_at)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT DO NOTHING
+        """,
+        store_id,
+        order_id,
+        event["id"],
+        _required_time(event["occurred_at"]),
+    )
+    owner = await _owner_of_order(connection, store_id, order_id)
+    effects.touch(store_id, owner, event["id"])
+
+
 async def _add_consent(
     connection: asyncpg.Connection,
     store_id: str,
@@ -345,265 +593,99 @@ async def _add_consent(
     )
 
 
+async def _record_alias(
+    connection: asyncpg.Connection, event: Event, effects: BatchEffects
+) -> None:
+    alias = identity.alias_of(event.get("customer"))
+    if alias is None or event["type"] not in ALIAS_EVENT_TYPES:
+        return
+    email, customer_id = alias
+    store_id = event["store_id"]
+    before, after = await identity.record_alias(
+        connection,
+        store_id,
+        email,
+        customer_id,
+        _required_time(event["occurred_at"]),
+        event["id"],
+    )
+    if before == after:
+        return
+    # The guest's records move to another account: recompute all three.
+    effects.touch(store_id, f"{identity.GUEST_PREFIX}{email}", event["id"])
+    for account in (before, after):
+        if account is not None:
+            effects.touch(store_id, f"{identity.ACCOUNT_PREFIX}{account}", event["id"])
+
+
 APPLIERS = {
     "order": _apply_order,
     "refund": _apply_refund,
     "checkout": _apply_checkout,
     "customer": _apply_customer,
     "consent": _apply_consent,
+    "message": _apply_message,
+    "notification": _apply_notification,
 }
 
 
 async def apply_event(
     connection: asyncpg.Connection, event: Event, effects: BatchEffects
 ) -> None:
-    """Apply one event's row changes; the caller recomputes touched customers."""
+    """Apply one event's row changes; the caller recomputes touched customers.
+
+    Idempotent: applying an event again changes no row.
+    """
     applier = APPLIERS.get(event["type"])
-    if applier is not None:
-        await applier(connection, event, effects)
+    if applier is None:
+        return
+    await _record_alias(connection, event, effects)
+    await applier(connection, event, effects)
 
 
-async def lock_for_batch(
-    connection: asyncpg.Connection, events: Sequence[Event]
-) -> None:
-    """Take the order and checkout locks a batch needs, before changing rows."""
-    await _lock(connection, _order_lock_names(events))
+async def apply_events(
+    connection: asyncpg.Connection, events: Sequence[Event], effects: BatchEffects
+) -> list[tuple[Event, str]]:
+    """Apply events in order, each in a savepoint; return those that failed.
+
+    A savepoint per event lets one event that the database rejects be reported
+    without undoing the rest. Each failure comes with its reason.
+    """
+    # Most batches apply cleanly, so all events first share one savepoint. Only
+    # when one fails is the batch rolled back and applied again event by event.
+    touched = dict(effects.causes)
+    try:
+        async with connection.transaction():
+            for event in events:
+                await apply_event(connection, event, effects)
+        return []
+    except APPLY_ERRORS:
+        effects.causes = touched
+
+    failures: list[tuple[Event, str]] = []
+    for event in events:
+        try:
+            async with connection.transaction():
+                await apply_event(connection, event, effects)
+        except APPLY_ERRORS as exc:
+            reason = f"event {event['id']} failed to apply: {type(exc).__name__}"
+            failures.append((event, reason))
+    return failures
 
 
-def _refunds_from_json(items: Any) -> list[Refund]:
-    refunds = []
-    for item in items:
-        lines = tuple(
-            RefundLine(
-                product_id=line.get("product_id"),
-                quantity=int(line.get("quantity") or 0),
-                amount=Decimal(line.get("amount") or "0"),
-            )
-            for line in item.get("line_items", [])
-        )
-        refunds.append(Refund(item["refund_id"], Decimal(item["amount"]), lines))
-    return refunds
+async def customers_to_recompute(
+    connection: asyncpg.Connection, effects: BatchEffects
+) -> dict[tuple[str, str], str]:
+    """Return every customer key to recompute, with the event that caused it.
 
-
-def _lines_from_json(items: Any) -> tuple[OrderLine, ...]:
-    return tuple(
-        OrderLine(
-            product_id=item.get("product_id"),
-            title=item.get("title") or "",
-            quantity=int(item.get("quantity") or 0),
-            total=Decimal(item.get("total") or item.get("price") or "0")
-            if "total" in item
-            else Decimal(item.get("price") or "0") * int(item.get("quantity") or 0),
-        )
-        for item in items
-    )
-
-
-async def load_orders(
-    connection: asyncpg.Connection, store_id: str, key: str
-) -> list[Order]:
-    """Load a customer's orders with every refund known for them."""
-    rows = await connection.fetch(
-        """
-        SELECT o.*, COALESCE(
-            (SELECT jsonb_agg(jsonb_build_object(
-                'refund_id', r.refund_id, 'amount', r.amount::text,
-                'line_items', r.line_items) ORDER BY r.refund_id)
-             FROM refunds r
-             WHERE r.store_id = o.store_id AND r.order_id = o.order_id),
-            '[]'::jsonb) AS separate_refunds
-        FROM orders o
-        WHERE o.store_id = $1 AND o.customer_key = $2
-        """,
-        store_id,
-        key,
-    )
-    orders = []
-    for row in rows:
-        refunds = merge_refunds(
-            _refunds_from_json(orjson.loads(row["embedded_refunds"])),
-            _refunds_from_json(orjson.loads(row["separate_refunds"])),
-        )
-        orders.append(
-            Order(
-                order_id=row["order_id"],
-                name=row["name"],
-                created_at=row["created_at"],
-                currency=row["currency"],
-                total=row["total"],
-                is_test=row["is_test"],
-                cancelled_at=row["cancelled_at"],
-                status=row["status"],
-                lines=_lines_from_json(orjson.loads(row["line_items"])),
-                refunds=refunds,
-            )
-        )
-    return orders
-
-
-@dataclass(frozen=True)
-class CustomerChange:
-    """A customer's projection row before and after a recompute (None: no row)."""
-
-    store_id: str
-    customer_key: str
-    before: asyncpg.Record | None
-    after: asyncpg.Record | None
-
-
-async def recompute_customer(
-    connection: asyncpg.Connection, store_id: str, key: str
-) -> CustomerChange:
-    """Recompute one customer's projection row from their current records."""
-    before = await connection.fetchrow(
-        "SELECT * FROM customers WHERE store_id = $1 AND customer_key = $2",
-        store_id,
-        key,
-    )
-    orders = await load_orders(connection, store_id, key)
-    checkout_rows = await connection.fetch(
-        """
-        SELECT c.checkout_id, c.created_at, c.total,
-            c.completed_at IS NOT NULL OR EXISTS (
-                SELECT 1 FROM orders o
-                WHERE o.store_id = c.store_id AND o.checkout_id = c.checkout_id
-            ) AS is_completed
-        FROM checkouts c
-        WHERE c.store_id = $1 AND c.customer_key = $2
-        """,
-        store_id,
-        key,
-    )
-    consent_rows = await connection.fetch(
-        "SELECT at, state, event_id, source FROM consent_signals "
-        "WHERE store_id = $1 AND customer_key = $2",
-        store_id,
-        key,
-    )
-    profile = await connection.fetchrow(
-        "SELECT * FROM customer_profiles WHERE store_id = $1 AND customer_key = $2",
-        store_id,
-        key,
-    )
-    if not orders and not checkout_rows and not consent_rows and profile is None:
-        await connection.execute(
-            "DELETE FROM customers WHERE store_id = $1 AND customer_key = $2",
-            store_id,
-            key,
-        )
-        return CustomerChange(store_id, key, before, None)
-
-    metrics = compute_metrics(
-        orders,
-        [
-            Checkout(r["checkout_id"], r["created_at"], r["total"], r["is_completed"])
-            for r in checkout_rows
-        ],
-        [
-            ConsentSignal(
-                r["at"],
-                r["state"],
-                r["event_id"],
-                is_weak=r["source"] in ("checkout", "order")
-                and r["state"] == "not_subscribed",
-            )
-            for r in consent_rows
-        ],
-    )
-    customer_id = profile["customer_id"] if profile else None
-    if customer_id is None and key.startswith("c:"):
-        customer_id = key[2:]
-    email = profile["email"] if profile else None
-    if email is None and key.startswith("e:"):
-        email = key[2:]
-    if email is None:
-        email = await connection.fetchval(
-            "SELECT email FROM (SELECT email, version_at FROM orders"
-            " WHERE store_id = $1 AND customer_key = $2 AND email IS NOT NULL"
-            " UNION ALL SELECT email, version_at FROM checkouts"
-            " WHERE store_id = $1 AND customer_key = $2 AND email IS NOT NULL) AS known"
-            " ORDER BY version_at DESC LIMIT 1",
-            store_id,
-            key,
-        )
-    activity = [order.created_at for order in orders]
-    activity += [row["created_at"] for row in checkout_rows]
-    activity += [row["at"] for row in consent_rows]
-    if profile is not None:
-        activity.append(profile["version_at"])
-    updated_at = max(activity)
-
-    after = await connection.fetchrow(
-        """
-        INSERT INTO customers (store_id, customer_key, customer_id, email,
-            first_name, last_name, currency, lifetime_orders, lifetime_sales,
-            total_products, first_order_id, first_order_at, last_order_id,
-            last_order_at, last_order_sort, average_purchase_frequency_days,
-            email_opt_in, email_opt_in_at, checkouts_started, checkouts_completed,
-            checkouts_abandoned, open_cart_value, latest_orders, top_purchases,
-            tags, country, customer_created_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-            $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
-        ON CONFLICT (store_id, customer_key) DO UPDATE SET
-            customer_id = EXCLUDED.customer_id, email = EXCLUDED.email,
-            first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
-            currency = EXCLUDED.currency, lifetime_orders = EXCLUDED.lifetime_orders,
-            lifetime_sales = EXCLUDED.lifetime_sales,
-            total_products = EXCLUDED.total_products,
-            first_order_id = EXCLUDED.first_order_id,
-            first_order_at = EXCLUDED.first_order_at,
-            last_order_id = EXCLUDED.last_order_id,
-            last_order_at = EXCLUDED.last_order_at,
-            last_order_sort = EXCLUDED.last_order_sort,
-            average_purchase_frequency_days =
-                EXCLUDED.average_purchase_frequency_days,
-            email_opt_in = EXCLUDED.email_opt_in,
-            email_opt_in_at = EXCLUDED.email_opt_in_at,
-            checkouts_started = EXCLUDED.checkouts_started,
-            checkouts_completed = EXCLUDED.checkouts_completed,
-            checkouts_abandoned = EXCLUDED.checkouts_abandoned,
-            open_cart_value = EXCLUDED.open_cart_value,
-            latest_orders = EXCLUDED.latest_orders,
-            top_purchases = EXCLUDED.top_purchases, tags = EXCLUDED.tags,
-            country = EXCLUDED.country,
-            customer_created_at = EXCLUDED.customer_created_at,
-            updated_at = EXCLUDED.updated_at
-        RETURNING *
-        """,
-        store_id,
-        key,
-        customer_id,
-        email,
-        profile["first_name"] if profile else None,
-        profile["last_name"] if profile else None,
-        metrics.currency,
-        metrics.lifetime_orders,
-        metrics.lifetime_sales,
-        metrics.total_products,
-        metrics.first_order_id,
-        metrics.first_order_at,
-        metrics.last_order_id,
-        metrics.last_order_at,
-        order_sort_key(metrics.last_order_id),
-        metrics.average_purchase_frequency_days,
-        metrics.email_opt_in,
-        metrics.email_opt_in_at,
-        metrics.checkouts_started,
-        metrics.checkouts_completed,
-        metrics.checkouts_abandoned,
-        metrics.open_cart_value,
-        orjson.dumps(metrics.latest_orders).decode(),
-        orjson.dumps(metrics.top_purchases).decode(),
-        profile["tags"] if profile else "[]",
-        profile["country"] if profile else None,
-        profile["created_at"] if profile else None,
-        updated_at,
-    )
-    return CustomerChange(store_id, key, before, after)
-
-
-async def lock_customers(
-    connection: asyncpg.Connection, keys: Iterable[tuple[str, str]]
-) -> None:
-    """Take the customer locks of a batch, after its order locks."""
-    await _lock(connection, (_lock_id("c", store, key) for store, key in keys))
+    A touched guest key is recomputed itself, so its row goes once it joined an
+    account, and the account it joined is recomputed too. The caller holds the
+    email locks of the touched guest keys.
+    """
+    targets: dict[tuple[str, str], str] = {}
+    for (store_id, key), cause in sorted(effects.causes.items()):
+        targets[(store_id, key)] = cause
+        resolved = await identity.resolve_key(connection, store_id, key)
+        if resolved != key:
+            targets[(store_id, resolved)] = cause
+    return targets
