@@ -76,6 +76,7 @@ class Settings:
     consumer_group: str = "cartstream-projections"
     batch_max_records: int = 500
     attribution_window_days: int = 5
+    segment_tick_s: int = 60
     log_format: str = "console"
     log_level: str = "info"
 
@@ -183,6 +184,7 @@ def load_settings(
         consumer_group=_read(env, "CONSUMER_GROUP") or "cartstream-projections",
         batch_max_records=_int(env, "BATCH_MAX_RECORDS", 500, minimum=1),
         attribution_window_days=_int(env, "ATTRIBUTION_WINDOW_DAYS", 5, minimum=0),
+        segment_tick_s=_int(env, "SEGMENT_TICK_S", 60, minimum=1),
         log_format=_choice(env, "LOG_FORMAT", "console", {"console", "json"}),
         log_level=_choice(
             env, "LOG_LEVEL", "info", {"debug", "info", "warning", "error"}

@@ -12,8 +12,10 @@ from aiohttp import web
 
 from cartstream.config import Settings
 from cartstream.topics import ensure_topics
+from consumer.hydrator import run_hydrator
 from consumer.relay import OutboxRelay
 from consumer.runtime import ProjectionConsumer
+from consumer.scheduler import SegmentScheduler
 from handlers.app import build_app
 from projections.migrate import migrate
 
@@ -57,6 +59,13 @@ async def run_services(
             )
             relay = OutboxRelay(pool, settings.kafka_bootstrap)
             tasks.append(asyncio.create_task(relay.run(stop)))
+            tasks.append(asyncio.create_task(run_hydrator(settings, pool, stop)))
+            scheduler = SegmentScheduler(
+                pool,
+                topic=settings.topics.segment_changes,
+                interval_s=settings.segment_tick_s,
+            )
+            tasks.append(asyncio.create_task(scheduler.run(stop)))
         if serve:
             runner = web.AppRunner(build_app(settings, pool=pool), access_log=None)
             await runner.setup()

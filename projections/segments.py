@@ -1,14 +1,18 @@
-"""Segment memberships: evaluate rules for touched customers and record changes.
+"""Segment memberships: evaluate rules for customers and record the changes.
 
 Each change of membership bumps the membership's version and writes a
 CloudEvents record to the outbox in the caller's transaction, so the change
-event exists exactly when the membership row does.
+event exists exactly when the membership row does. Callers hold the customer
+locks (``projections.store.lock_customers``) of the customers they evaluate, so
+the consumer, backfills and the time scheduler never write the same change
+twice.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,18 +21,52 @@ import asyncpg
 import orjson
 import structlog
 
-from projections.catalogue import customer_record
-from projections.rules import CompiledRule, compile_segment_rule
+from projections.catalogue import (
+    ABANDONED_CHECKOUT_COLUMN,
+    changed_fields,
+    customer_record,
+    fields_read,
+    reads_abandoned_checkout,
+)
+from projections.rules import CompiledRule, RuleError, compile_segment_rule
+from projections.store import CustomerChange
 
 logger = structlog.get_logger(__name__)
 
 CHANGE_NAMESPACE = uuid.UUID("0b8f3c55-1e2d-4a7b-8c9e-5d4f3a2b1c0d")
 EVENT_TYPE_PREFIX = "dev.cartstream.segment."
 
+# The newest checkout of a customer that has not become an order, computed the
+# way the customer metrics count abandoned checkouts.
+ABANDONED_CHECKOUT_SQL = """(
+    SELECT max(k.created_at) FROM checkouts k
+    WHERE k.store_id = c.store_id AND k.customer_key = c.customer_key
+        AND k.completed_at IS NULL
+        AND NOT EXISTS (
+            SELECT 1 FROM orders o
+            WHERE o.store_id = k.store_id AND o.checkout_id = k.checkout_id
+        )
+)"""
+
+
+def customer_columns(with_abandoned_checkout: bool) -> str:
+    """Return the select list of customers rows for rule evaluation (alias ``c``).
+
+    The abandoned-checkout subquery runs only when a rule reads its fields.
+    """
+    expression = (
+        ABANDONED_CHECKOUT_SQL if with_abandoned_checkout else "NULL::timestamptz"
+    )
+    return f"c.*, {expression} AS {ABANDONED_CHECKOUT_COLUMN}"
+
 
 @dataclass(frozen=True)
 class SegmentVersion:
-    """One version of a segment with its rule compiled."""
+    """One version of a segment with its rule compiled.
+
+    ``reads`` contains the catalogue fields the rule reads, or None when it may
+    read any field.
+    """
 
     store_id: str
     segment_id: str
@@ -36,48 +74,123 @@ class SegmentVersion:
     name: str
     rule: Any
     compiled: CompiledRule
+    reads: frozenset[str] | None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.store_id, self.segment_id, self.version)
+
+
+class DependencyIndex:
+    """The segments of one store by the fields their rules read.
+
+    ``select`` returns the segments a change of some fields can affect, so an
+    event that changes no field a rule reads evaluates no rule.
+    """
+
+    def __init__(self, segments: Sequence[SegmentVersion]) -> None:
+        self.segments = list(segments)
+        self._always: set[int] = set()
+        self._by_field: dict[str, set[int]] = defaultdict(set)
+        for position, segment in enumerate(self.segments):
+            if segment.reads is None:
+                self._always.add(position)
+            else:
+                for name in segment.reads:
+                    self._by_field[name].add(position)
+
+    def select(self, changed: frozenset[str] | None) -> list[SegmentVersion]:
+        """Return the segments to evaluate; ``changed`` None means every field."""
+        if changed is None:
+            return self.segments
+        positions = set(self._always)
+        for name in changed:
+            found = self._by_field.get(name)
+            if found:
+                positions |= found
+        return [self.segments[position] for position in sorted(positions)]
 
 
 class SegmentCache:
-    """Compiled rules by segment version, so a rule is compiled once per version."""
+    """Compiled rules by segment version, so a rule is compiled once per version.
+
+    ``evaluation_count`` counts rule evaluations (one segment on one customer),
+    for tests and measurements.
+    """
 
     def __init__(self) -> None:
-        self._compiled: dict[tuple[str, str, int], CompiledRule] = {}
+        self._versions: dict[tuple[str, str, int], SegmentVersion] = {}
+        self._indexes: dict[str, tuple[tuple[tuple[str, int], ...], DependencyIndex]]
+        self._indexes = {}
+        self.evaluation_count = 0
 
-    def compiled(
-        self, store_id: str, segment_id: str, version: int, rule: Any
-    ) -> CompiledRule:
+    def segment(
+        self, store_id: str, segment_id: str, version: int, name: str, rule: Any
+    ) -> SegmentVersion:
+        """Return one segment version, compiling its rule on first use."""
         key = (store_id, segment_id, version)
-        found = self._compiled.get(key)
+        found = self._versions.get(key)
         if found is None:
-            found = compile_segment_rule(rule)
-            self._compiled[key] = found
+            compiled = compile_segment_rule(rule)
+            found = SegmentVersion(
+                store_id,
+                segment_id,
+                version,
+                name,
+                rule,
+                compiled,
+                fields_read(compiled.fields),
+            )
+            self._versions[key] = found
         return found
+
+    def _from_rows(self, rows: Iterable[asyncpg.Record]) -> list[SegmentVersion]:
+        return [
+            self.segment(
+                row["store_id"],
+                row["segment_id"],
+                row["version"],
+                row["name"],
+                orjson.loads(row["rule"]),
+            )
+            for row in rows
+        ]
 
     async def latest(
         self, connection: asyncpg.Connection, store_id: str
     ) -> list[SegmentVersion]:
-        """Return the newest version of every segment of a store."""
+        """Return the newest version of each segment of a store, not archived."""
         rows = await connection.fetch(
-            "SELECT DISTINCT ON (segment_id) segment_id, version, name, rule "
-            "FROM segments WHERE store_id = $1 ORDER BY segment_id, version DESC",
+            "SELECT DISTINCT ON (segment_id) store_id, segment_id, version, name, rule "
+            "FROM segments WHERE store_id = $1 AND archived_at IS NULL "
+            "ORDER BY segment_id, version DESC",
             store_id,
         )
-        segments = []
-        for row in rows:
-            rule = orjson.loads(row["rule"])
-            compiled = self.compiled(store_id, row["segment_id"], row["version"], rule)
-            segments.append(
-                SegmentVersion(
-                    store_id,
-                    row["segment_id"],
-                    row["version"],
-                    row["name"],
-                    rule,
-                    compiled,
-                )
-            )
-        return segments
+        return self._from_rows(rows)
+
+    async def latest_everywhere(
+        self, connection: asyncpg.Connection
+    ) -> list[SegmentVersion]:
+        """Return the newest version of every segment of every store, not archived."""
+        rows = await connection.fetch(
+            "SELECT DISTINCT ON (store_id, segment_id) store_id, segment_id, version, "
+            "name, rule FROM segments WHERE archived_at IS NULL "
+            "ORDER BY store_id, segment_id, version DESC"
+        )
+        return self._from_rows(rows)
+
+    async def index(
+        self, connection: asyncpg.Connection, store_id: str
+    ) -> DependencyIndex:
+        """Return the dependency index of a store's current segments."""
+        segments = await self.latest(connection, store_id)
+        versions = tuple((s.segment_id, s.version) for s in segments)
+        cached = self._indexes.get(store_id)
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        index = DependencyIndex(segments)
+        self._indexes[store_id] = (versions, index)
+        return index
 
 
 def change_event(
@@ -120,88 +233,160 @@ def change_event(
     }
 
 
+@dataclass(frozen=True)
+class _Change:
+    segment: SegmentVersion
+    customer: Mapping[str, Any]
+    entered: bool
+    version: int
+    cause: str | None
+
+
+async def load_customer_rows(
+    connection: asyncpg.Connection,
+    store_id: str,
+    keys: Sequence[str],
+    *,
+    with_abandoned_checkout: bool,
+) -> dict[str, asyncpg.Record]:
+    """Load customers rows for rule evaluation, by customer key."""
+    rows = await connection.fetch(
+        f"SELECT {customer_columns(with_abandoned_checkout)} FROM customers c "
+        "WHERE c.store_id = $1 AND c.customer_key = ANY($2::text[])",
+        store_id,
+        list(keys),
+    )
+    return {row["customer_key"]: row for row in rows}
+
+
 async def evaluate_customers(
     connection: asyncpg.Connection,
     cache: SegmentCache,
     store_id: str,
+    plan: Mapping[str, Sequence[SegmentVersion]],
     causes: Mapping[str, str | None],
     *,
     now: datetime,
     topic: str,
-    segments: list[SegmentVersion] | None = None,
+    emit_events: bool = True,
 ) -> int:
-    """Re-evaluate segments for the customers in ``causes`` (key -> cause id).
+    """Evaluate the planned segments (customer key -> segments) and record changes.
 
-    Returns the number of membership changes written.
+    ``causes`` maps each customer key to the id of the event (or the tick or
+    backfill) that caused the evaluation. A customer without a customers row
+    is in no segment. With ``emit_events`` false, memberships change without
+    outbox records, for an initial snapshot. The caller must hold the customer
+    locks. Returns the number of membership changes.
     """
-    if segments is None:
-        segments = await cache.latest(connection, store_id)
-    if not segments or not causes:
+    keys = [key for key, segments in plan.items() if segments]
+    if not keys:
         return 0
 
-    keys = list(causes)
-    customers = {
-        row["customer_key"]: row
-        for row in await connection.fetch(
-            "SELECT * FROM customers WHERE store_id = $1 AND customer_key = ANY($2)",
-            store_id,
-            keys,
-        )
-    }
+    needs_checkouts = any(
+        reads_abandoned_checkout(segment.reads) for key in keys for segment in plan[key]
+    )
+    customers = await load_customer_rows(
+        connection, store_id, keys, with_abandoned_checkout=needs_checkouts
+    )
     memberships = {
         (row["segment_id"], row["customer_key"]): row
         for row in await connection.fetch(
             "SELECT segment_id, customer_key, is_member, version FROM memberships "
-            "WHERE store_id = $1 AND customer_key = ANY($2)",
+            "WHERE store_id = $1 AND customer_key = ANY($2::text[])",
             store_id,
             keys,
         )
     }
 
-    changes = 0
-    for key in keys:
+    changes: list[_Change] = []
+    for key in sorted(keys):
         row = customers.get(key)
         record = customer_record(row, now) if row is not None else None
-        identity: dict[str, Any] = (
-            dict(row) if row is not None else {"customer_key": key}
-        )
-        for segment in segments:
-            is_member = record is not None and segment.compiled.matches(record)
+        identity: Mapping[str, Any] = row if row is not None else {"customer_key": key}
+        for segment in plan[key]:
+            cache.evaluation_count += 1
+            try:
+                is_member = record is not None and segment.compiled.matches(record)
+            except RuleError as exc:
+                # Validated rules do not fail on catalogue records; should one
+                # fail, the membership stays as it is rather than flip.
+                logger.error(
+                    "segment_evaluation_failed",
+                    store_id=store_id,
+                    segment_id=segment.segment_id,
+                    segment_version=segment.version,
+                    customer_key=key,
+                    error=str(exc),
+                )
+                continue
             current = memberships.get((segment.segment_id, key))
             was_member = current is not None and current["is_member"]
             if is_member == was_member:
                 continue
             version = (current["version"] if current is not None else 0) + 1
-            await _record_change(
-                connection,
-                store_id=store_id,
-                segment=segment,
-                customer=identity,
-                entered=is_member,
-                version=version,
-                cause_event_id=causes[key],
-                now=now,
-                topic=topic,
-            )
-            changes += 1
+            changes.append(_Change(segment, identity, is_member, version, causes[key]))
 
-    return changes
+    await _write_changes(
+        connection, store_id, changes, now=now, topic=topic, emit_events=emit_events
+    )
+    return len(changes)
 
 
-async def _record_change(
+async def evaluate_changes(
     connection: asyncpg.Connection,
+    cache: SegmentCache,
+    changes: Sequence[CustomerChange],
+    causes: Mapping[tuple[str, str], str | None],
     *,
-    store_id: str,
-    segment: SegmentVersion,
-    customer: Mapping[str, Any],
-    entered: bool,
-    version: int,
-    cause_event_id: str | None,
     now: datetime,
     topic: str,
+) -> int:
+    """Evaluate the segments that recomputed customers rows can affect.
+
+    Only segments whose rules read a changed field are evaluated; new and
+    deleted customers are evaluated for every segment. ``causes`` maps
+    (store id, customer key) to the causing event id. The caller must hold the
+    customer locks. Returns the number of membership changes.
+    """
+    by_store: dict[str, list[CustomerChange]] = defaultdict(list)
+    for change in changes:
+        by_store[change.store_id].append(change)
+
+    total = 0
+    for store_id, store_changes in sorted(by_store.items()):
+        index = await cache.index(connection, store_id)
+        if not index.segments:
+            continue
+        plan = {
+            change.customer_key: index.select(
+                changed_fields(change.before, change.after)
+            )
+            for change in store_changes
+        }
+        total += await evaluate_customers(
+            connection,
+            cache,
+            store_id,
+            plan,
+            {key: causes.get((store_id, key)) for key in plan},
+            now=now,
+            topic=topic,
+        )
+    return total
+
+
+async def _write_changes(
+    connection: asyncpg.Connection,
+    store_id: str,
+    changes: Sequence[_Change],
+    *,
+    now: datetime,
+    topic: str,
+    emit_events: bool,
 ) -> None:
-    key = customer["customer_key"]
-    await connection.execute(
+    if not changes:
+        return
+    await connection.executemany(
         """
         INSERT INTO memberships (store_id, segment_id, customer_key, is_member,
             version, segment_version, changed_at, cause_event_id)
@@ -212,92 +397,44 @@ async def _record_change(
             changed_at = EXCLUDED.changed_at,
             cause_event_id = EXCLUDED.cause_event_id
         """,
-        store_id,
-        segment.segment_id,
-        key,
-        entered,
-        version,
-        segment.version,
-        now,
-        cause_event_id,
-    )
-    event = change_event(
-        store_id=store_id,
-        segment=segment,
-        customer=customer,
-        entered=entered,
-        membership_version=version,
-        cause_event_id=cause_event_id,
-        at=now,
-    )
-    await connection.execute(
-        "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)",
-        topic,
-        f"{store_id}:{key}",
-        orjson.dumps(event).decode(),
-    )
-    logger.debug(
-        "membership_changed",
-        store_id=store_id,
-        segment_id=segment.segment_id,
-        customer_key=key,
-        change=event["data"]["change"],
-        membership_version=version,
-    )
-
-
-async def backfill_segment(
-    pool: asyncpg.Pool,
-    cache: SegmentCache,
-    store_id: str,
-    segment_id: str,
-    *,
-    topic: str,
-    now: datetime,
-    batch_size: int = 500,
-) -> int:
-    """Evaluate the newest version of one segment for every customer of a store.
-
-    Works in batches of ``batch_size`` customers, one transaction each, taking the
-    same customer locks as the consumer, so live consumption goes on meanwhile.
-    Returns the number of membership changes.
-    """
-    from projections.store import lock_customers
-
-    changes = 0
-    after = ""
-    while True:
-        async with pool.acquire() as connection, connection.transaction():
-            segments = [
-                s
-                for s in await cache.latest(connection, store_id)
-                if s.segment_id == segment_id
-            ]
-            if not segments:
-                return changes
-            keys = [
-                row["customer_key"]
-                for row in await connection.fetch(
-                    "SELECT customer_key FROM customers WHERE store_id = $1 "
-                    "AND customer_key > $2 ORDER BY customer_key LIMIT $3",
-                    store_id,
-                    after,
-                    batch_size,
-                )
-            ]
-            if not keys:
-                return changes
-            await lock_customers(connection, [(store_id, key) for key in keys])
-            cause = f"backfill:{segment_id}:{segments[0].version}"
-            changes += await evaluate_customers(
-                connection,
-                cache,
+        [
+            (
                 store_id,
-                dict.fromkeys(keys, cause),
-                now=now,
-                topic=topic,
-                segments=segments,
+                change.segment.segment_id,
+                change.customer["customer_key"],
+                change.entered,
+                change.version,
+                change.segment.version,
+                now,
+                change.cause,
             )
-            if changes:
-                await connection.execute("NOTIFY cartstream_outbox")
-        after = keys[-1]
+            for change in changes
+        ],
+    )
+    if emit_events:
+        records = []
+        for change in changes:
+            event = change_event(
+                store_id=store_id,
+                segment=change.segment,
+                customer=change.customer,
+                entered=change.entered,
+                membership_version=change.version,
+                cause_event_id=change.cause,
+                at=now,
+            )
+            key = change.customer["customer_key"]
+            records.append((topic, f"{store_id}:{key}", orjson.dumps(event).decode()))
+        await connection.executemany(
+            "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)", records
+        )
+    for change in changes:
+        logger.debug(
+            "membership_changed",
+            store_id=store_id,
+            segment_id=change.segment.segment_id,
+            customer_key=change.customer["customer_key"],
+            change="entered" if change.entered else "exited",
+            membership_version=change.version,
+            has_event=emit_events,
+        )
