@@ -14,12 +14,11 @@ from typing import Any
 import asyncpg
 import orjson
 import structlog
-from jsonschema import Draft202012Validator
 
 from cartstream.events import Event
 from projections import store
 from projections.recompute import DEFAULT_ATTRIBUTION_WINDOW_DAYS
-from projections.schemas import event_validator
+from projections.schemas import EventValidator, event_validator
 from projections.segments import SegmentCache, evaluate_changes
 
 logger = structlog.get_logger(__name__)
@@ -53,7 +52,7 @@ class BatchResult:
 
 
 def decode_event(
-    record: InputRecord, validator: Draft202012Validator
+    record: InputRecord, validator: EventValidator
 ) -> tuple[Event | None, str | None]:
     """Decode and validate a record value; return the event or the reason it fails."""
     if record.value is None:
@@ -62,9 +61,8 @@ def decode_event(
         event = orjson.loads(record.value)
     except orjson.JSONDecodeError:
         return None, "record value is not JSON"
-    error = next(iter(validator.iter_errors(event)), None)
-    if error is not None:
-        path = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    path = validator.first_error(event)
+    if path is not None:
         return None, f"event does not match schemas/event.json at {path}"
     return event, None
 
