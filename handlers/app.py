@@ -66,7 +66,8 @@ def build_app(
         await publisher.start()
         app[PUBLISHER_KEY] = publisher
         yield
-        for task in list(app[BACKFILLS_KEY]):
+        backfills = app[BACKFILLS_KEY]
+        for task in list(backfills):
             task.cancel()
         await publisher.stop()
         if own_pool:
