@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from cartstream.config import Settings
+from cartstream.errors import CartstreamError
 
 logger = structlog.get_logger(__name__)
 
 # The event log is the source of truth that replay rebuilds from, so it is
 # kept forever; the other topics keep the broker's default retention.
 KEEP_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+class TopicCreationError(CartstreamError):
+    """Kafka refused to create one of the project's topics."""
 
 
 def topic_plan(settings: Settings) -> list[NewTopic]:
@@ -34,11 +39,15 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [t for t in topic_plan(settings) if t.name not in existing]
         if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                # Another process created them between the listing and now.
-                pass
+            response = await admin.create_topics(missing)
+            # The broker reports failures per topic in the response rather than
+            # as an exception. A topic that another process created between the
+            # listing and now is fine.
+            for name, code, *rest in response.topic_errors:
+                error = for_code(code)
+                if code != 0 and error is not TopicAlreadyExistsError:
+                    message = rest[0] if rest and rest[0] else error.__name__
+                    raise TopicCreationError(f"creating topic {name} failed: {message}")
     finally:
         await admin.close()
 
