@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +16,6 @@ import asyncpg
 from cartstream.config import load_settings, state_dir_from
 from cartstream.errors import CartstreamError
 from cartstream.log import configure_logging
-
 
 EXTRA_COMMAND_MODULES = ("consumer.replay", "consumer.redrive")
 

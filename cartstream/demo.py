@@ -201,7 +201,8 @@ async def _demo(settings: Settings, base_url: str) -> None:
         data = change["data"]
         print(
             f"  {data['change']:<8} {data['segment_id']} {data['customer_key']} "
-            f"membership v{data['membership_version']} caused by {data['cause_event_id']}"
+            f"membership v{data['membership_version']} "
+            f"caused by {data['cause_event_id']}"
         )
     print(f"\nAPI token of {store_id}: {token}")
     print(

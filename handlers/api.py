@@ -73,7 +73,9 @@ def _page_size(request: web.Request) -> int:
                 {
                     "error": {
                         "code": "invalid_limit",
-                        "message": f"limit must be an integer from 1 to {MAX_PAGE_SIZE}",
+                        "message": (
+                            f"limit must be an integer from 1 to {MAX_PAGE_SIZE}"
+                        ),
                         "field": "limit",
                     }
                 }

@@ -68,16 +68,19 @@ async def post_shopify(
     url = (
         f"http://{settings.http_host}:{settings.http_port}/webhooks/shopify/{store_id}"
     )
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=body, headers=headers) as response:
-            return response.status, await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
 
 
 async def api_get(settings: Settings, token: str, path: str) -> tuple[int, Any]:
     url = f"http://{settings.http_host}:{settings.http_port}{path}"
-    async with aiohttp.ClientSession() as session, session.get(
-        url, headers={"Authorization": f"Bearer {token}"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -85,9 +88,12 @@ async def api_post(
     settings: Settings, token: str, path: str, body: Any
 ) -> tuple[int, Any]:
     url = f"http://{settings.http_host}:{settings.http_port}{path}"
-    async with aiohttp.ClientSession() as session, session.post(
-        url, json=body, headers={"Authorization": f"Bearer {token}"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url, json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -111,12 +117,13 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 async def wait_until_applied(
     settings: Settings, pool: asyncpg.Pool, timeout_s: float = 60.0
 ) -> None:
-    """Wait until the consumer checkpoint reaches the topic's end and the outbox is sent."""
+    """Wait until the checkpoints reach the topic's end and the outbox is sent."""
     ends = await end_offsets(settings, settings.topics.events)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = await pool.fetch(
-            "SELECT partition, next_offset FROM checkpoints WHERE consumer = $1 AND topic = $2",
+            "SELECT partition, next_offset FROM checkpoints "
+            "WHERE consumer = $1 AND topic = $2",
             settings.consumer_group,
             settings.topics.events,
         )

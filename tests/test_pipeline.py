@@ -1,4 +1,4 @@
-"""End to end on real Kafka and PostgreSQL: deliveries in, customers and segment changes out."""
+"""End to end on real Kafka and PostgreSQL: deliveries in, customers and changes out."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import copy
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -56,7 +57,7 @@ async def _post_all_shopify_fixtures(settings: Settings, secret: str) -> dict[st
 async def test_fixtures_produce_hand_computed_customers(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    """Every Shopify fixture posted to one store yields the numbers worked out by hand."""
+    """Every Shopify fixture posted to one store yields the hand-worked numbers."""
     token, secret = await create_store(pool)
     async with running_services(settings):
         status, _ = await api_post(
@@ -180,7 +181,9 @@ async def test_duplicate_delivery_counts_once(
     assert customer["total_products"] == 3
 
 
-def _edited(order: dict, *, updated_at: str, quantity: int, total: str) -> dict:
+def _edited(
+    order: dict[str, Any], *, updated_at: str, quantity: int, total: str
+) -> dict[str, Any]:
     edited = copy.deepcopy(order)
     edited["updated_at"] = updated_at
     edited["line_items"][0]["quantity"] = quantity

@@ -32,7 +32,8 @@ def stack_up(state_dir: Path) -> list[str]:
     postgres = start_postgres(state_dir)
     return [
         f"kafka      {kafka.bootstrap_servers} (pid {kafka.pid}, log {kafka.log_path})",
-        f"postgresql 127.0.0.1:{postgres.port} (pid {postgres.pid}, log {postgres.log_path})",
+        f"postgresql 127.0.0.1:{postgres.port} "
+        f"(pid {postgres.pid}, log {postgres.log_path})",
         f"state      {state_dir}",
     ]
 

@@ -15,7 +15,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cartstream.config import Settings
-from consumer.replay import SCHEMA_PREFIX, replay
+from consumer.replay import replay
+from consumer.replay_shadow import SCHEMA_PREFIX
 from consumer.runtime import ProjectionConsumer
 from handlers.publisher import EventPublisher
 from projections.migrate import migrate

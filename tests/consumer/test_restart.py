@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,7 +23,7 @@ CUSTOMERS = 20
 ORDERS_PER_CUSTOMER = 15
 
 
-def order_event(customer: int, number: int) -> dict:
+def order_event(customer: int, number: int) -> dict[str, Any]:
     order_id = str(1000 + customer * 100 + number)
     day = 1 + number
     return {
