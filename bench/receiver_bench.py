@@ -1,0 +1,152 @@
+"""Measure the webhook receiver's throughput on a real Kafka and PostgreSQL.
+
+Starts a private stack in a temporary folder and the receiver on a free loopback
+port, then posts one Shopify order body many times: first with a wrong
+signature (answered 401), then signed with fresh delivery ids (answered 200
+after Kafka acknowledged the event with acks=all).
+
+    .venv/bin/python bench/receiver_bench.py [--deliveries 4000] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from cartstream.config import load_settings
+from cartstream.log import configure_logging
+from cartstream.runner import run_services
+from cartstream.stack.kafka import ensure_kafka_jars, start_kafka, stop_kafka
+from cartstream.stack.ports import free_port
+from cartstream.stack.postgres import start_postgres, stop_postgres
+from projections import stores
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "tests" / "data" / "webhooks" / "shopify-orders-paid-trimmed.json"
+
+Request = Callable[[int], dict[str, str]]
+
+
+async def post_many(
+    url: str, body: bytes, headers_for: Request, count: int, concurrency: int
+) -> tuple[float, Counter[int]]:
+    """Post ``count`` deliveries with at most ``concurrency`` in flight."""
+    statuses: Counter[int] = Counter()
+    slots = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(number: int) -> None:
+            async with (
+                slots,
+                session.post(url, data=body, headers=headers_for(number)) as response,
+            ):
+                await response.read()
+                statuses[response.status] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post(number) for number in range(count)))
+        return time.perf_counter() - started, statuses
+
+
+async def measure(state_dir: Path, count: int, concurrency: int) -> None:
+    kafka = start_kafka(state_dir, ensure_kafka_jars(ROOT / ".cartstream" / "cache"))
+    postgres = start_postgres(state_dir)
+    settings = load_settings(
+        {
+            "CARTSTREAM_STATE_DIR": str(state_dir),
+            "CARTSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+            "CARTSTREAM_DATABASE_URL": postgres.database_url,
+            "CARTSTREAM_HTTP_PORT": str(free_port()),
+        }
+    )
+    stop = asyncio.Event()
+    services = asyncio.create_task(
+        run_services(settings, consume=False, stop=stop, handle_signals=False)
+    )
+    url = f"http://127.0.0.1:{settings.http_port}/webhooks/shopify/bench"
+    for _ in range(100):
+        try:
+            async with aiohttp.ClientSession() as session:
+                await session.get(f"http://127.0.0.1:{settings.http_port}/healthz")
+            break
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.1)
+
+    connection = await asyncpg.connect(settings.database_url)
+    await stores.create_store(connection, "bench", "shopify")
+    _, secret = await stores.add_secret(connection, "bench", "shopify")
+    await connection.close()
+
+    body = json.dumps(json.loads(SAMPLE.read_text())).encode()
+    signature = base64.b64encode(
+        hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    ).decode()
+    wrong = base64.b64encode(b"x" * 32).decode()
+
+    def unsigned(number: int) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": "orders/paid",
+            "X-Shopify-Hmac-Sha256": wrong,
+            "X-Shopify-Webhook-Id": str(number),
+        }
+
+    def signed(number: int) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": "orders/paid",
+            "X-Shopify-Hmac-Sha256": signature,
+            "X-Shopify-Webhook-Id": uuid.uuid4().hex,
+        }
+
+    try:
+        await post_many(url, body, unsigned, 200, concurrency)  # warm-up
+        for name, headers_for in [("rejected (401)", unsigned), ("accepted", signed)]:
+            elapsed_s, statuses = await post_many(
+                url, body, headers_for, count, concurrency
+            )
+            print(
+                f"{name:<15} {count / elapsed_s:>7,.0f} deliveries/s "
+                f"({count} of {len(body)} bytes in {elapsed_s:.1f} s, "
+                f"statuses {dict(statuses)})"
+            )
+    finally:
+        stop.set()
+        await services
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=4_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    configure_logging("console", "error")
+
+    state_dir = Path(
+        tempfile.mkdtemp(prefix="cartstream-bench-", dir=ROOT / ".cartstream")
+    )
+    try:
+        asyncio.run(measure(state_dir, args.deliveries, args.concurrency))
+    finally:
+        stop_postgres(state_dir)
+        stop_kafka(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
