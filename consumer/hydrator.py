@@ -25,12 +25,12 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from cartstream.config import Settings, load_settings
 from cartstream.errors import CartstreamError, MappingError, PublishTimeoutError
 from cartstream.events import Event
 from consumer.batch import DeadLetter, InputRecord, dead_letter_value
+from consumer.runtime import dead_letter_producer, input_records, next_offsets
 from handlers.platforms.bigcommerce_api import (
     BigCommerceAPIError,
     BigCommerceClient,
@@ -123,11 +123,7 @@ class Hydrator:
             max_poll_records=settings.batch_max_records,
         )
         publisher = EventPublisher(settings)
-        dead_letters = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-        )
+        dead_letters = dead_letter_producer(settings)
         await publisher.start()
         await dead_letters.start()
         await consumer.start()
@@ -136,11 +132,7 @@ class Hydrator:
             async with aiohttp.ClientSession() as session:
                 while not stop.is_set():
                     batches = await consumer.getmany(timeout_ms=self._poll_timeout_ms)
-                    records = [
-                        InputRecord(tp.topic, tp.partition, m.offset, m.value)
-                        for tp, messages in batches.items()
-                        for m in messages
-                    ]
+                    records = input_records(batches)
                     try:
                         for record in records:
                             await self._handle(
@@ -295,12 +287,8 @@ async def _is_stopped_within(stop: asyncio.Event, delay_s: float) -> bool:
 
 
 async def _commit(consumer: AIOKafkaConsumer, records: list[InputRecord]) -> None:
-    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = OffsetAndMetadata(record.offset + 1, "")
     try:
-        await consumer.commit(offsets)
+        await consumer.commit(next_offsets(records))
     except KafkaError as exc:
         # The batch is hydrated again after a restart, with the same event ids.
         logger.warning("hydrator_commit_failed", error=type(exc).__name__)

@@ -9,13 +9,14 @@ monitoring tools and are never read back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from cartstream.config import Settings
 from consumer.batch import DeadLetter, InputRecord, apply_batch, dead_letter_value
@@ -24,6 +25,44 @@ from projections.segments import SegmentCache
 logger = structlog.get_logger(__name__)
 
 RETRY_DELAY_S = 1.0
+
+
+def dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
+    """Create the dead-letter producer, which the caller starts and stops.
+
+    ``acks="all"`` keeps an acknowledged dead letter from being lost, and
+    idempotence keeps the producer's own retries from writing it twice.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+    )
+
+
+def input_records(
+    batches: Mapping[TopicPartition, Iterable[ConsumerRecord[Any, bytes | None]]],
+) -> list[InputRecord]:
+    """Flatten the result of ``AIOKafkaConsumer.getmany`` into input records."""
+    return [
+        InputRecord(tp.topic, tp.partition, message.offset, message.value)
+        for tp, messages in batches.items()
+        for message in messages
+    ]
+
+
+def next_offsets(
+    records: Iterable[InputRecord],
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Return the offset to commit per partition: one past its last record.
+
+    Records must be in offset order within a partition, as ``getmany`` returns them.
+    """
+    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = OffsetAndMetadata(record.offset + 1, "")
+    return offsets
 
 
 class CheckpointSeeker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,11 +125,7 @@ class ProjectionConsumer:
             isolation_level="read_committed",
             max_poll_records=self._settings.batch_max_records,
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-        )
+        producer = dead_letter_producer(self._settings)
         consumer.subscribe(
             [self._topic], listener=CheckpointSeeker(consumer, self._pool, self._group)
         )
@@ -103,11 +138,7 @@ class ProjectionConsumer:
                     timeout_ms=self._poll_timeout_ms,
                     max_records=self._settings.batch_max_records,
                 )
-                records = [
-                    InputRecord(tp.topic, tp.partition, message.offset, message.value)
-                    for tp, messages in batches.items()
-                    for message in messages
-                ]
+                records = input_records(batches)
                 if records:
                     await self._apply_with_retry(records, producer, stop)
                     await self._commit_to_kafka(consumer, records)
@@ -181,12 +212,8 @@ class ProjectionConsumer:
     async def _commit_to_kafka(
         self, consumer: AIOKafkaConsumer, records: list[InputRecord]
     ) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = OffsetAndMetadata(record.offset + 1, "")
         try:
-            await consumer.commit(offsets)
+            await consumer.commit(next_offsets(records))
         except KafkaError as exc:
             # Only lag reporting reads these offsets, because the checkpoints
             # in PostgreSQL decide where consumption resumes.

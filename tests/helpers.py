@@ -23,7 +23,7 @@ WEBHOOKS_DIR = Path(__file__).resolve().parent / "data" / "webhooks"
 
 
 def load_fixture(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((WEBHOOKS_DIR / name).read_text())
+    data: dict[str, Any] = json.loads((WEBHOOKS_DIR / name).read_text("utf-8"))
     return data
 
 

@@ -9,9 +9,6 @@ bodies are defined below, so their numbers follow from those bodies.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,11 +20,12 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from cartstream.config import Settings
 from projections import stores
 from tests.conftest import running_services
+from tests.handlers.receiver_support import base_url, hmac_base64
+from tests.handlers.support import serve_on_loopback
 from tests.helpers import WEBHOOKS_DIR, api_get, end_offsets
 
 pytestmark = pytest.mark.integration
@@ -667,11 +665,6 @@ def store_id_of(fixture: str) -> str:
     return fixture.removesuffix(".json").lower()
 
 
-def _signature(body: bytes, secret: str) -> str:
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
 def delivery_of(fixture: str, secret: str) -> tuple[bytes, dict[str, str]]:
     """Return the body and headers a platform would send for a fixture."""
     platform, resource, action = fixture.removesuffix(".json").split("-")[:3]
@@ -679,11 +672,11 @@ def delivery_of(fixture: str, secret: str) -> tuple[bytes, dict[str, str]]:
     headers = {"Content-Type": "application/json"}
     if platform == "shopify":
         headers["X-Shopify-Topic"] = f"{resource}/{action}"
-        headers["X-Shopify-Hmac-Sha256"] = _signature(body, secret)
+        headers["X-Shopify-Hmac-Sha256"] = hmac_base64(body, secret)
         headers["X-Shopify-Webhook-Id"] = store_id_of(fixture)
     elif platform == "woocommerce":
         headers["X-WC-Webhook-Topic"] = f"{resource}.{action}"
-        headers["X-WC-Webhook-Signature"] = _signature(body, secret)
+        headers["X-WC-Webhook-Signature"] = hmac_base64(body, secret)
     else:
         # The documentation's samples name the store as {store_hash}.
         body = body.replace(b"{store_hash}", BIGCOMMERCE_HASH.encode())
@@ -738,12 +731,8 @@ async def wait_until_quiet(
 
 @pytest.fixture
 async def bigcommerce_api() -> AsyncIterator[str]:
-    server = TestServer(fake_bigcommerce(), host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serve_on_loopback(fake_bigcommerce()) as url:
+        yield url
 
 
 def test_every_fixture_has_expected_metrics() -> None:
@@ -764,10 +753,7 @@ async def test_fixture_metrics_match_hand_computed(
             tokens[fixture] = token
             body, headers = delivery_of(fixture, secret)
             platform = fixture.split("-")[0]
-            url = (
-                f"http://{settings.http_host}:{settings.http_port}"
-                f"/webhooks/{platform}/{store_id_of(fixture)}"
-            )
+            url = f"{base_url(settings)}/webhooks/{platform}/{store_id_of(fixture)}"
             async with session.post(url, data=body, headers=headers) as response:
                 assert response.status == 200, (fixture, await response.text())
         received_until = datetime.now(UTC)

@@ -20,15 +20,12 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import orjson
 
 from cartstream.errors import InvalidSignatureError, MappingError
-from cartstream.events import Event, event_id, optional_id
+from cartstream.events import Event, event_id
+from handlers.platforms import fields
 from handlers.platforms.base import Delivery, ParsedDelivery
-
-JsonObject = dict[str, Any]
+from handlers.platforms.fields import JsonObject
 
 PLATFORM = "bigcommerce"
 TOKEN_HEADER = "X-Cartstream-Token"
@@ -144,12 +141,7 @@ class BigCommercePlatform:
         Raises:
             MappingError: the body is not a JSON object or has no scope.
         """
-        try:
-            payload = orjson.loads(delivery.body)
-        except orjson.JSONDecodeError as exc:
-            raise MappingError("body is not valid JSON", field="body") from exc
-        if not isinstance(payload, dict):
-            raise MappingError("body is not a JSON object", field="body")
+        payload = fields.decode_json_object(delivery.body)
 
         scope = payload.get("scope")
         if not isinstance(scope, str) or not scope.strip():
@@ -176,7 +168,7 @@ class BigCommercePlatform:
         Raises:
             MappingError: the scope is unsupported or a required field is invalid.
         """
-        payload = _as_object(parsed.payload, "body")
+        payload = fields.as_object(parsed.payload, "body")
         scope = parsed.topic
         rule = SCOPES.get(scope)
         if rule is None:
@@ -186,7 +178,7 @@ class BigCommercePlatform:
                 field="scope",
             )
 
-        data = _as_object(payload.get("data"), "data")
+        data = fields.as_object(payload.get("data"), "data")
         resource_id = _required_id(data, rule.id_path, "data")
         notification: JsonObject = {
             "scope": scope,
@@ -224,21 +216,6 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-def _as_object(value: object, field: str) -> JsonObject:
-    if not isinstance(value, dict):
-        raise MappingError(f"missing or invalid object in {field}", field=field)
-    return value
-
-
-def _id_text(value: object, field: str) -> str | None:
-    """Return an id (integer or string) as a string; 0, empty and null mean none."""
-    if value is None or isinstance(value, str):
-        return optional_id(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return optional_id(value)
-    raise MappingError(f"invalid id in {field}", field=field)
-
-
 def _optional_id_at(data: JsonObject, path: tuple[str, ...], prefix: str) -> str | None:
     value: object = data
     field = prefix
@@ -247,7 +224,7 @@ def _optional_id_at(data: JsonObject, path: tuple[str, ...], prefix: str) -> str
         if not isinstance(value, dict):
             return None
         value = value.get(key)
-    return _id_text(value, field)
+    return fields.resource_id(value, field)
 
 
 def _status_id_at(data: JsonObject, path: tuple[str, ...]) -> int | None:
@@ -274,7 +251,7 @@ def _required_id(data: JsonObject, path: tuple[str, ...], prefix: str) -> str:
 
 def _store_id(value: object) -> str | None:
     """Read ``store_id``, which BigCommerce sends as a string or a number."""
-    return _id_text(value, "store_id")
+    return fields.resource_id(value, "store_id")
 
 
 def _store_hash(value: object) -> str | None:

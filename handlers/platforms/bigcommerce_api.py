@@ -12,7 +12,7 @@ coupons, shipments and messages.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -21,16 +21,9 @@ import orjson
 import structlog
 
 from cartstream.errors import CartstreamError, MappingError
-from cartstream.events import (
-    Event,
-    event_id,
-    money,
-    normalise_email,
-    optional_id,
-    to_utc,
-)
-
-JsonObject = dict[str, Any]
+from cartstream.events import Event, event_id, normalise_email
+from handlers.platforms import fields
+from handlers.platforms.fields import JsonObject
 
 PLATFORM = "bigcommerce"
 
@@ -43,9 +36,6 @@ DEFAULT_TIMEOUT_S = 10.0
 # V2 lists return at most 250 items a page.
 DEFAULT_PAGE_LIMIT = 250
 MAX_PAGES = 40
-
-MAX_AMOUNT_DIGITS = 15
-MAX_AMOUNT_DECIMALS = 12
 
 _STORE_HASH = re.compile(r"[A-Za-z0-9]{1,64}")
 _NUMERIC_ID = re.compile(r"[0-9]{1,20}")
@@ -299,8 +289,8 @@ def order_event_from_api(
     Raises:
         MappingError: a required field is missing or invalid.
     """
-    order = _as_object(order_json, "order")
-    order_id = _required_id(order, "id", "order")
+    order = fields.as_object(order_json, "order")
+    order_id = fields.required_id(order, "id", "order")
     created_at = _rfc2822(order.get("date_created"), "order.date_created")
     updated_at = (
         _optional_rfc2822(order.get("date_modified"), "order.date_modified")
@@ -309,10 +299,12 @@ def order_event_from_api(
     status_id = order.get("status_id")
     is_deleted = order.get("is_deleted") is True
     is_counted = not is_deleted and status_id not in NOT_COUNTED_STATUS_IDS
-    billing = _optional_object(order.get("billing_address"), "order.billing_address")
+    billing = fields.optional_object(
+        order.get("billing_address"), "order.billing_address"
+    )
     opt_in = order.get("is_email_opt_in")
 
-    products = _as_list(products_json, "products")
+    products = fields.as_list(products_json, "products")
     line_items = [
         _order_line(product, f"products[{index}]")
         for index, product in enumerate(products)
@@ -324,23 +316,24 @@ def order_event_from_api(
         "name": None,
         "created_at": created_at,
         "updated_at": updated_at,
-        "currency": _required_text(order, "currency_code", "order"),
-        "total": _money(order.get("total_inc_tax"), "order.total_inc_tax"),
+        "currency": fields.required_text(order, "currency_code", "order"),
+        "total": fields.amount_text(order.get("total_inc_tax"), "order.total_inc_tax"),
         # BigCommerce has no test orders; sandbox stores are separate stores.
         "is_test": False,
         "cancelled_at": None if is_counted else updated_at,
-        "financial_status": _optional_text(
+        "financial_status": fields.optional_text(
             order.get("payment_status"), "order.payment_status"
         )
         or None,
-        "status": _optional_text(order.get("status"), "order.status") or None,
-        "checkout_id": _optional_text(order.get("cart_id"), "order.cart_id") or None,
+        "status": fields.optional_text(order.get("status"), "order.status") or None,
+        "checkout_id": fields.optional_text(order.get("cart_id"), "order.cart_id")
+        or None,
         "accepts_marketing": opt_in if isinstance(opt_in, bool) else None,
         "line_items": line_items,
         "refunds": refunds,
     }
     customer = {
-        "id": _resource_id(order.get("customer_id"), "order.customer_id"),
+        "id": fields.resource_id(order.get("customer_id"), "order.customer_id"),
         "email": normalise_email(billing.get("email")),
     }
     return _event(
@@ -365,12 +358,16 @@ def customer_event_from_api(
     Raises:
         MappingError: a required field is missing or invalid.
     """
-    customer = _as_object(customer_json, "customer")
-    customer_id = _required_id(customer, "id", "customer")
+    customer = fields.as_object(customer_json, "customer")
+    customer_id = fields.required_id(customer, "id", "customer")
     email = normalise_email(customer.get("email"))
-    created_at = _optional_iso(customer.get("date_created"), "customer.date_created")
+    created_at = fields.optional_timestamp(
+        customer.get("date_created"), "customer.date_created"
+    )
     updated_at = (
-        _optional_iso(customer.get("date_modified"), "customer.date_modified")
+        fields.optional_timestamp(
+            customer.get("date_modified"), "customer.date_modified"
+        )
         or created_at
     )
     if updated_at is None:
@@ -382,9 +379,13 @@ def customer_event_from_api(
     data: JsonObject = {
         "customer_id": customer_id,
         "email": email,
-        "first_name": _optional_text(customer.get("first_name"), "customer.first_name")
+        "first_name": fields.optional_text(
+            customer.get("first_name"), "customer.first_name"
+        )
         or None,
-        "last_name": _optional_text(customer.get("last_name"), "customer.last_name")
+        "last_name": fields.optional_text(
+            customer.get("last_name"), "customer.last_name"
+        )
         or None,
         "created_at": created_at,
         "updated_at": updated_at,
@@ -414,19 +415,20 @@ def checkout_event_from_api(
     Raises:
         MappingError: a required field is missing or invalid.
     """
-    cart = _as_object(cart_json, "cart")
-    cart_id = _required_id(cart, "id", "cart")
-    created_at = _iso(cart.get("created_time"), "cart.created_time")
+    cart = fields.as_object(cart_json, "cart")
+    cart_id = fields.required_id(cart, "id", "cart")
+    created_at = fields.timestamp(cart.get("created_time"), "cart.created_time")
     updated_at = (
-        _optional_iso(cart.get("updated_time"), "cart.updated_time") or created_at
+        fields.optional_timestamp(cart.get("updated_time"), "cart.updated_time")
+        or created_at
     )
-    currency = _optional_object(cart.get("currency"), "cart.currency")
-    items = _optional_object(cart.get("line_items"), "cart.line_items")
+    currency = fields.optional_object(cart.get("currency"), "cart.currency")
+    items = fields.optional_object(cart.get("line_items"), "cart.line_items")
 
     line_items = []
     for kind in ("physical_items", "digital_items", "custom_items"):
         kind_path = f"cart.line_items.{kind}"
-        for index, item in enumerate(_optional_list(items.get(kind), kind_path)):
+        for index, item in enumerate(fields.optional_list(items.get(kind), kind_path)):
             line_items.append(_cart_line(item, f"{kind_path}[{index}]"))
 
     data: JsonObject = {
@@ -434,13 +436,13 @@ def checkout_event_from_api(
         "created_at": created_at,
         "updated_at": updated_at,
         "completed_at": None,
-        "currency": _required_text(currency, "code", "cart.currency"),
-        "total": _money(cart.get("cart_amount"), "cart.cart_amount"),
+        "currency": fields.required_text(currency, "code", "cart.currency"),
+        "total": fields.amount_text(cart.get("cart_amount"), "cart.cart_amount"),
         "accepts_marketing": None,
         "line_items": line_items,
     }
     customer = {
-        "id": _resource_id(cart.get("customer_id"), "cart.customer_id"),
+        "id": fields.resource_id(cart.get("customer_id"), "cart.customer_id"),
         "email": normalise_email(cart.get("email")),
     }
     return _event(
@@ -472,27 +474,33 @@ def _event(
 
 
 def _order_line(value: object, path: str) -> JsonObject:
-    product = _as_object(value, path)
-    title = _optional_text(product.get("name"), f"{path}.name") or ""
-    sku = _optional_text(product.get("sku"), f"{path}.sku")
+    product = fields.as_object(value, path)
+    title = fields.optional_text(product.get("name"), f"{path}.name") or ""
+    sku = fields.optional_text(product.get("sku"), f"{path}.sku")
     sku = sku.strip() if sku and sku.strip() else None
     return {
-        "line_item_id": _resource_id(product.get("id"), f"{path}.id"),
+        "line_item_id": fields.resource_id(product.get("id"), f"{path}.id"),
         "product_id": _product_key(product, title, sku, path),
-        "variant_id": _resource_id(product.get("variant_id"), f"{path}.variant_id"),
+        "variant_id": fields.resource_id(
+            product.get("variant_id"), f"{path}.variant_id"
+        ),
         "sku": sku,
         "title": title,
-        "quantity": _quantity(product.get("quantity"), f"{path}.quantity"),
-        "price": _money(product.get("price_ex_tax"), f"{path}.price_ex_tax"),
-        "total": _money(product.get("total_ex_tax"), f"{path}.total_ex_tax"),
+        "quantity": fields.quantity(product.get("quantity"), f"{path}.quantity"),
+        "price": fields.amount_text(
+            product.get("price_ex_tax"), f"{path}.price_ex_tax"
+        ),
+        "total": fields.amount_text(
+            product.get("total_ex_tax"), f"{path}.total_ex_tax"
+        ),
     }
 
 
 def _cart_line(value: object, path: str) -> JsonObject:
     """Map a cart item; ``total`` is the extended sale price less line discounts."""
-    item = _as_object(value, path)
-    title = _optional_text(item.get("name"), f"{path}.name") or ""
-    sku = _optional_text(item.get("sku"), f"{path}.sku")
+    item = fields.as_object(value, path)
+    title = fields.optional_text(item.get("name"), f"{path}.name") or ""
+    sku = fields.optional_text(item.get("sku"), f"{path}.sku")
     sku = sku.strip() if sku and sku.strip() else None
     # Custom items have list prices only.
     price_key = "sale_price" if "sale_price" in item else "list_price"
@@ -501,18 +509,18 @@ def _cart_line(value: object, path: str) -> JsonObject:
         if "extended_sale_price" in item
         else "extended_list_price"
     )
-    total = _amount(item.get(total_key), f"{path}.{total_key}")
+    total = fields.amount(item.get(total_key), f"{path}.{total_key}")
     for discount_key in ("discount_amount", "coupon_amount"):
         if item.get(discount_key) is not None:
-            total -= _amount(item[discount_key], f"{path}.{discount_key}")
+            total -= fields.amount(item[discount_key], f"{path}.{discount_key}")
     return {
-        "line_item_id": _resource_id(item.get("id"), f"{path}.id"),
+        "line_item_id": fields.resource_id(item.get("id"), f"{path}.id"),
         "product_id": _product_key(item, title, sku, path),
-        "variant_id": _resource_id(item.get("variant_id"), f"{path}.variant_id"),
+        "variant_id": fields.resource_id(item.get("variant_id"), f"{path}.variant_id"),
         "sku": sku,
         "title": title,
-        "quantity": _quantity(item.get("quantity"), f"{path}.quantity"),
-        "price": _money(item.get(price_key), f"{path}.{price_key}"),
+        "quantity": fields.quantity(item.get("quantity"), f"{path}.quantity"),
+        "price": fields.amount_text(item.get(price_key), f"{path}.{price_key}"),
         "total": format(total, "f"),
     }
 
@@ -524,7 +532,7 @@ def _product_key(
 
     Custom products have product id 0, so the SKU or title groups them instead.
     """
-    product_id = _resource_id(item.get("product_id"), f"{path}.product_id")
+    product_id = fields.resource_id(item.get("product_id"), f"{path}.product_id")
     if product_id is not None:
         return product_id
     if sku is not None:
@@ -543,14 +551,14 @@ def _aggregate_refund(
     refunded_value = order.get("refunded_amount")
     if refunded_value is None:
         return []
-    refunded = _amount(refunded_value, "order.refunded_amount")
+    refunded = fields.amount(refunded_value, "order.refunded_amount")
     if refunded == 0:
         return []
 
     lines = []
     for index, value in enumerate(products):
         path = f"products[{index}]"
-        product = _as_object(value, path)
+        product = fields.as_object(value, path)
         quantity_value = product.get("quantity_refunded")
         if quantity_value is None or quantity_value == 0:
             continue
@@ -558,15 +566,17 @@ def _aggregate_refund(
         amount = (
             Decimal(0)
             if refund_amount is None
-            else _amount(refund_amount, f"{path}.refund_amount")
+            else fields.amount(refund_amount, f"{path}.refund_amount")
         )
         lines.append(
             {
-                "line_item_id": _resource_id(product.get("id"), f"{path}.id"),
-                "product_id": _resource_id(
+                "line_item_id": fields.resource_id(product.get("id"), f"{path}.id"),
+                "product_id": fields.resource_id(
                     product.get("product_id"), f"{path}.product_id"
                 ),
-                "quantity": _quantity(quantity_value, f"{path}.quantity_refunded"),
+                "quantity": fields.quantity(
+                    quantity_value, f"{path}.quantity_refunded"
+                ),
                 "amount": format(abs(amount), "f"),
             }
         )
@@ -581,10 +591,10 @@ def _aggregate_refund(
 
 
 def _first_country(value: object) -> str | None:
-    for index, address in enumerate(_optional_list(value, "customer.addresses")):
+    for index, address in enumerate(fields.optional_list(value, "customer.addresses")):
         path = f"customer.addresses[{index}]"
-        country = _optional_text(
-            _as_object(address, path).get("country_code"), f"{path}.country_code"
+        country = fields.optional_text(
+            fields.as_object(address, path).get("country_code"), f"{path}.country_code"
         )
         if country and country.strip():
             return country.strip().upper()
@@ -639,62 +649,6 @@ def _invalid_body(resource: str) -> BigCommerceAPIError:
     )
 
 
-# Readers of API fields. Each raises MappingError naming the JSON path.
-
-
-def _as_object(value: object, field: str) -> JsonObject:
-    if not isinstance(value, dict):
-        raise MappingError(f"missing or invalid object in {field}", field=field)
-    return value
-
-
-def _optional_object(value: object, field: str) -> JsonObject:
-    if value is None or value == []:
-        return {}
-    return _as_object(value, field)
-
-
-def _as_list(value: object, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise MappingError(f"missing or invalid list in {field}", field=field)
-    return value
-
-
-def _optional_list(value: object, field: str) -> list[Any]:
-    return [] if value is None else _as_list(value, field)
-
-
-def _optional_text(value: object, field: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise MappingError(f"invalid text in {field}", field=field)
-
-
-def _required_text(obj: JsonObject, key: str, path: str) -> str:
-    field = f"{path}.{key}"
-    value = _optional_text(obj.get(key), field)
-    if not value or not value.strip():
-        raise MappingError(f"missing text in {field}", field=field)
-    return value.strip()
-
-
-def _resource_id(value: object, field: str) -> str | None:
-    """Return an integer id as a string; 0 and null mean none (guests have 0)."""
-    if value is None or isinstance(value, str):
-        return optional_id(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return optional_id(value)
-    raise MappingError(f"invalid id in {field}", field=field)
-
-
-def _required_id(obj: JsonObject, key: str, path: str) -> str:
-    field = f"{path}.{key}"
-    value = _resource_id(obj.get(key), field)
-    if value is None:
-        raise MappingError(f"missing id in {field}", field=field)
-    return value
-
-
 def _rfc2822(value: object, field: str) -> str:
     """Convert a V2 date such as ``Tue, 05 Mar 2019 21:40:12 +0000`` to UTC."""
     if not isinstance(value, str) or not value.strip():
@@ -703,59 +657,10 @@ def _rfc2822(value: object, field: str) -> str:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError) as exc:
         raise MappingError(f"invalid timestamp in {field}", field=field) from exc
-    return _iso(moment.isoformat(), field)
+    return fields.timestamp(moment.isoformat(), field)
 
 
 def _optional_rfc2822(value: object, field: str) -> str | None:
     if value is None or value == "":
         return None
     return _rfc2822(value, field)
-
-
-def _iso(value: object, field: str) -> str:
-    try:
-        return to_utc(value, field)
-    except OverflowError as exc:
-        # NOTE: to_utc lets OverflowError escape when the UTC date leaves years
-        # 1-9999; this wrapper can go once to_utc raises MappingError for it.
-        raise MappingError(f"timestamp out of range in {field}", field=field) from exc
-
-
-def _optional_iso(value: object, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return _iso(value, field)
-
-
-def _amount(value: object, field: str) -> Decimal:
-    """Read a money value given as a string or number as an exact Decimal.
-
-    Amounts are bounded before ``money`` expands them, because "1e999999999"
-    would expand to a billion digits.
-    """
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        try:
-            parsed = Decimal(str(value).strip())
-        except InvalidOperation:
-            parsed = None  # money() below raises the MappingError
-        if parsed is not None and _is_out_of_range(parsed):
-            raise MappingError(f"amount out of range in {field}", field=field)
-    return Decimal(money(value, field))
-
-
-def _is_out_of_range(amount: Decimal) -> bool:
-    exponent = amount.as_tuple().exponent
-    # The exponent is an int exactly when the number is finite.
-    if not isinstance(exponent, int):
-        return False
-    return amount.adjusted() >= MAX_AMOUNT_DIGITS or exponent < -MAX_AMOUNT_DECIMALS
-
-
-def _money(value: object, field: str) -> str:
-    return format(_amount(value, field), "f")
-
-
-def _quantity(value: object, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MappingError(f"missing or invalid quantity in {field}", field=field)
-    return value

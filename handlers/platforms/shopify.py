@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-import orjson
-
 from cartstream.errors import InvalidSignatureError, MappingError
 from cartstream.events import Event, EventType, event_id, normalise_email
-from handlers.platforms import shopify_fields as fields
+from handlers.platforms import fields, shopify_fields
 from handlers.platforms.base import Delivery, ParsedDelivery
-from handlers.platforms.shopify_fields import JsonObject, join
+from handlers.platforms.fields import JsonObject, join
 
 HMAC_HEADER = "X-Shopify-Hmac-Sha256"
 TOPIC_HEADER = "X-Shopify-Topic"
@@ -86,17 +84,10 @@ class ShopifyPlatform:
         event_id_header = read_header(delivery.headers, EVENT_ID_HEADER) or ""
         delivery_id = webhook_id.strip() or event_id_header.strip() or None
 
-        try:
-            payload = orjson.loads(delivery.body)
-        except orjson.JSONDecodeError as exc:
-            raise MappingError("body is not valid JSON", field="body") from exc
-        if not isinstance(payload, dict):
-            raise MappingError("body is not a JSON object", field="body")
-
         return ParsedDelivery(
             topic=normalise_topic(topic),
             delivery_id=delivery_id,
-            payload=payload,
+            payload=fields.decode_json_object(delivery.body),
         )
 
     def map(self, delivery: Delivery, parsed: ParsedDelivery) -> list[Event]:
@@ -179,7 +170,8 @@ def customer_ref(payload: JsonObject) -> CustomerRef:
 def map_lines(payload: JsonObject, key: str) -> list[JsonObject]:
     items = fields.as_list(payload.get(key), key)
     return [
-        fields.line_item(item, join(key, index)) for index, item in enumerate(items)
+        shopify_fields.line_item(item, join(key, index))
+        for index, item in enumerate(items)
     ]
 
 
@@ -188,7 +180,7 @@ def map_order(payload: JsonObject, received_at: str) -> list[EventDraft]:
     order_id = fields.required_id(payload, "id", "")
     created_at = fields.timestamp(payload.get("created_at"), "created_at")
     updated_at = fields.optional_timestamp(payload.get("updated_at"), "updated_at")
-    currency = fields.required_text(payload, "currency", "")
+    currency = shopify_fields.required_text(payload, "currency", "")
     financial_status = fields.optional_text(
         payload.get("financial_status"), "financial_status"
     )
@@ -203,25 +195,29 @@ def map_order(payload: JsonObject, received_at: str) -> list[EventDraft]:
         "created_at": created_at,
         "updated_at": updated_at or created_at,
         "currency": currency,
-        "total": format(fields.required_shop_amount(payload, "total_price", ""), "f"),
+        "total": format(
+            shopify_fields.required_shop_amount(payload, "total_price", ""), "f"
+        ),
         "presentment_currency": fields.optional_text(
             payload.get("presentment_currency"), "presentment_currency"
         ),
-        "presentment_total": fields.presentment_amount(payload, "total_price", ""),
+        "presentment_total": shopify_fields.presentment_amount(
+            payload, "total_price", ""
+        ),
         # Trimmed payloads omit ``test``, and an order without the flag counts as real.
-        "is_test": fields.optional_bool(payload.get("test"), "test") is True,
+        "is_test": shopify_fields.optional_bool(payload.get("test"), "test") is True,
         "cancelled_at": fields.optional_timestamp(
             payload.get("cancelled_at"), "cancelled_at"
         ),
         "financial_status": financial_status,
         "status": financial_status,
         "checkout_id": checkout_id,
-        "accepts_marketing": fields.optional_bool(
+        "accepts_marketing": shopify_fields.optional_bool(
             payload.get("buyer_accepts_marketing"), "buyer_accepts_marketing"
         ),
         "line_items": map_lines(payload, "line_items"),
         "refunds": [
-            fields.refund_body(refund, join("refunds", index), currency)
+            shopify_fields.refund_body(refund, join("refunds", index), currency)
             for index, refund in enumerate(refunds)
         ],
     }
@@ -244,7 +240,9 @@ def map_refund(payload: JsonObject, received_at: str) -> list[EventDraft]:
     receipt. Refund payloads name no customer, so the customer ref is empty and
     consumers find the customer through ``order_id``.
     """
-    body = fields.refund_body(payload, "", fields.refund_shop_currency(payload))
+    body = shopify_fields.refund_body(
+        payload, "", shopify_fields.refund_shop_currency(payload)
+    )
     data = {**body, "order_id": fields.required_id(payload, "order_id", "")}
     created_at = body["created_at"]
     occurred_at = created_at or received_at
@@ -259,7 +257,7 @@ def map_checkout(payload: JsonObject, received_at: str) -> list[EventDraft]:
     shop's currency. Whether ``total_price`` is in it when ``presentment_currency``
     differs is unverified.
     """
-    checkout_id = fields.required_text(payload, "token", "")
+    checkout_id = shopify_fields.required_text(payload, "token", "")
     created_at = fields.timestamp(payload.get("created_at"), "created_at")
     updated_at = fields.optional_timestamp(payload.get("updated_at"), "updated_at")
     data = {
@@ -269,9 +267,11 @@ def map_checkout(payload: JsonObject, received_at: str) -> list[EventDraft]:
         "completed_at": fields.optional_timestamp(
             payload.get("completed_at"), "completed_at"
         ),
-        "currency": fields.required_text(payload, "currency", ""),
-        "total": format(fields.required_shop_amount(payload, "total_price", ""), "f"),
-        "accepts_marketing": fields.optional_bool(
+        "currency": shopify_fields.required_text(payload, "currency", ""),
+        "total": format(
+            shopify_fields.required_shop_amount(payload, "total_price", ""), "f"
+        ),
+        "accepts_marketing": shopify_fields.optional_bool(
             payload.get("buyer_accepts_marketing"), "buyer_accepts_marketing"
         ),
         "line_items": map_lines(payload, "line_items"),
@@ -310,9 +310,9 @@ def map_customer(payload: JsonObject, received_at: str) -> list[EventDraft]:
         "last_name": fields.optional_text(payload.get("last_name"), "last_name"),
         "created_at": created_at,
         "updated_at": snapshot_at,
-        "tags": fields.tags(payload.get("tags"), "tags"),
+        "tags": shopify_fields.tags(payload.get("tags"), "tags"),
         "country": country or None,
-        "email_consent": fields.email_consent(payload, ""),
+        "email_consent": shopify_fields.email_consent(payload, ""),
     }
     ref: CustomerRef = {"id": customer_id, "email": email}
     return [
@@ -340,7 +340,7 @@ def map_consent(payload: JsonObject, received_at: str) -> list[EventDraft]:
     data = {
         "customer_id": customer_id,
         "email": email,
-        "state": fields.consent_state(
+        "state": shopify_fields.consent_state(
             consent.get("state"), join(consent_path, "state")
         ),
         "opt_in_level": fields.optional_text(

@@ -1,22 +1,27 @@
-"""Readers for Shopify payload fields: ids, money, timestamps, lines and refunds.
+"""Readers for Shopify payload fields: shop money, lines, consent and refunds.
 
 Each reader raises MappingError naming the JSON path, like ``line_items[1].quantity``.
 """
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, InvalidOperation
-from typing import Any
+from decimal import Context, Decimal
 
 from cartstream.errors import MappingError
-from cartstream.events import money, optional_id, to_utc
-
-JsonObject = dict[str, Any]
-
-# Amounts are bounded before ``money`` expands them, because "1e999999999" is
-# 11 bytes of JSON that would expand to a billion digits.
-MAX_AMOUNT_DIGITS = 15
-MAX_AMOUNT_DECIMALS = 12
+from handlers.platforms.fields import (
+    JsonObject,
+    amount,
+    as_list,
+    as_object,
+    join,
+    optional_list,
+    optional_object,
+    optional_text,
+    optional_timestamp,
+    quantity,
+    required_id,
+    resource_id,
+)
 
 # Bounded amounts (27 digits) times 64-bit quantities (20 digits) fit in 47
 # digits, so products and sums in this context are exact. The default context
@@ -28,43 +33,12 @@ CONSENT_STATES = frozenset(
 )
 
 
-def join(path: str, key: str | int) -> str:
-    """Extend a JSON path with an object key or a list index."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def as_object(value: object, field: str) -> JsonObject:
-    if not isinstance(value, dict):
-        raise MappingError(f"missing or invalid object in {field}", field=field)
-    return value
-
-
-def optional_object(value: object, field: str) -> JsonObject:
-    """Return the object, or an empty one for null and for [] (sent for no address)."""
-    if value is None or value == []:
-        return {}
-    return as_object(value, field)
-
-
-def as_list(value: object, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise MappingError(f"missing or invalid list in {field}", field=field)
-    return value
-
-
-def optional_list(value: object, field: str) -> list[Any]:
-    return [] if value is None else as_list(value, field)
-
-
-def optional_text(value: object, field: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise MappingError(f"invalid text in {field}", field=field)
-
-
 def required_text(obj: JsonObject, key: str, path: str) -> str:
+    """Return ``obj[key]`` as sent, unlike ``fields.required_text``, which strips it.
+
+    Only null and empty text count as missing here, so text of only white space
+    passes unchanged.
+    """
     field = join(path, key)
     value = optional_text(obj.get(key), field)
     if not value:
@@ -76,63 +50,6 @@ def optional_bool(value: object, field: str) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise MappingError(f"invalid boolean in {field}", field=field)
-
-
-def resource_id(value: object, field: str) -> str | None:
-    """Return a Shopify id as a string, or None when it is absent.
-
-    orjson reads integers up to 2^64 exactly. A float means the number was larger
-    or fractional and lost digits, so it is rejected rather than rounded.
-    """
-    if value is None or isinstance(value, str):
-        return optional_id(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return optional_id(value)
-    raise MappingError(f"invalid id in {field}", field=field)
-
-
-def required_id(obj: JsonObject, key: str, path: str) -> str:
-    field = join(path, key)
-    value = resource_id(obj.get(key), field)
-    if value is None:
-        raise MappingError(f"missing id in {field}", field=field)
-    return value
-
-
-def timestamp(value: object, field: str) -> str:
-    """Convert a timestamp to UTC like ``to_utc``, also near the years 1 and 9999."""
-    try:
-        return to_utc(value, field)
-    except OverflowError as exc:
-        # NOTE: to_utc lets OverflowError escape when the UTC date leaves the
-        # years 1-9999. Drop this wrapper once to_utc raises MappingError for it.
-        raise MappingError(f"timestamp out of range in {field}", field=field) from exc
-
-
-def optional_timestamp(value: object, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return timestamp(value, field)
-
-
-def amount(value: object, field: str) -> Decimal:
-    """Read a money value given as a string or number as an exact Decimal.
-
-    Raises:
-        MappingError: the value is not a finite number, is 10^15 or more in
-            magnitude, or has more than 12 decimals.
-    """
-    try:
-        parsed = Decimal(str(value).strip())
-    except InvalidOperation:
-        parsed = Decimal(0)  # money() below raises the MappingError
-    exponent = parsed.as_tuple().exponent
-    # The exponent is an int exactly when the number is finite.
-    if isinstance(exponent, int) and (
-        parsed.adjusted() >= MAX_AMOUNT_DIGITS or exponent < -MAX_AMOUNT_DECIMALS
-    ):
-        raise MappingError(f"amount out of range in {field}", field=field)
-    return Decimal(money(value, field))
 
 
 def set_shop_amount(obj: JsonObject, key: str, path: str) -> Decimal | None:
@@ -180,14 +97,6 @@ def presentment_amount(obj: JsonObject, key: str, path: str) -> str | None:
     if value is None:
         return None
     return format(amount(value, join(field, "presentment_money.amount")), "f")
-
-
-def quantity(obj: JsonObject, path: str) -> int:
-    value = obj.get("quantity")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        field = join(path, "quantity")
-        raise MappingError(f"missing or invalid quantity in {field}", field=field)
-    return value
 
 
 def product_key(item: JsonObject, path: str) -> str | None:
@@ -247,7 +156,7 @@ def line_item(value: object, path: str) -> JsonObject:
     if line_item_id is None:
         line_item_id = optional_text(item.get("key"), join(path, "key")) or None
 
-    count = quantity(item, path)
+    count = quantity(item.get("quantity"), join(path, "quantity"))
     price = required_shop_amount(item, "price", path)
     gross = EXACT.multiply(price, Decimal(count))
     total = EXACT.subtract(gross, line_discount(item, path))
@@ -339,7 +248,7 @@ def refund_line(value: object, path: str) -> tuple[JsonObject, Decimal]:
     mapped = {
         "line_item_id": line_item_id,
         "product_id": product_key(item, item_path),
-        "quantity": quantity(line, path),
+        "quantity": quantity(line.get("quantity"), join(path, "quantity")),
         "amount": format(refunded, "f"),
     }
     return mapped, refunded

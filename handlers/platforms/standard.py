@@ -26,9 +26,9 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from cartstream.errors import InvalidSignatureError, MappingError
 from cartstream.events import Event, event_id, normalise_email, to_utc
+from handlers.platforms import fields
 from handlers.platforms.base import Delivery, ParsedDelivery
-
-JsonObject = dict[str, Any]
+from handlers.platforms.fields import JsonObject
 
 PLATFORM = "standard"
 ID_HEADER = "webhook-id"
@@ -146,12 +146,7 @@ class StandardWebhooksPlatform:
         message_id = delivery.headers.get(ID_HEADER)
         if not message_id:
             raise MappingError(f"missing {ID_HEADER} header", field=ID_HEADER)
-        try:
-            payload = orjson.loads(delivery.body)
-        except orjson.JSONDecodeError as exc:
-            raise MappingError("body is not valid JSON", field="body") from exc
-        if not isinstance(payload, dict):
-            raise MappingError("body is not a JSON object", field="body")
+        payload = fields.decode_json_object(delivery.body)
         event_type = payload.get("type")
         if not isinstance(event_type, str) or not event_type.strip():
             raise MappingError("missing type", field="type")
@@ -296,7 +291,7 @@ def _normalise(value: Any) -> Any:
     result: JsonObject = {}
     for key, item in value.items():
         if key in _TIMESTAMP_KEYS and isinstance(item, str):
-            result[key] = _timestamp(item, key)
+            result[key] = fields.timestamp(item, key)
         elif key == "email" and isinstance(item, str):
             result[key] = normalise_email(item)
         else:
@@ -312,16 +307,7 @@ def _occurred_at(event_type: str, data: JsonObject, payload: JsonObject) -> str:
     created_at = data.get("created_at")
     if event_type == "refund" and isinstance(created_at, str):
         return created_at
-    return _timestamp(payload.get("timestamp"), "timestamp")
-
-
-def _timestamp(value: object, field: str) -> str:
-    try:
-        return to_utc(value, field)
-    except OverflowError as exc:
-        # NOTE: to_utc lets OverflowError escape when the UTC date leaves years
-        # 1-9999; this wrapper can go once to_utc raises MappingError for it.
-        raise MappingError(f"timestamp out of range in {field}", field=field) from exc
+    return fields.timestamp(payload.get("timestamp"), "timestamp")
 
 
 def _is_rfc3339(value: object) -> bool:

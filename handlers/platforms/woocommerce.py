@@ -13,23 +13,12 @@ import hmac
 import html
 import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
-from typing import Any
-
-import orjson
 
 from cartstream.errors import InvalidSignatureError, MappingError
-from cartstream.events import (
-    Event,
-    event_id,
-    money,
-    normalise_email,
-    optional_id,
-    to_utc,
-)
+from cartstream.events import Event, event_id, normalise_email
+from handlers.platforms import fields
 from handlers.platforms.base import Delivery, ParsedDelivery
-
-JsonObject = dict[str, Any]
+from handlers.platforms.fields import JsonObject, join
 
 PLATFORM = "woocommerce"
 SIGNATURE_HEADER = "X-WC-Webhook-Signature"
@@ -49,11 +38,6 @@ NOT_COUNTED_STATUSES = frozenset({"cancelled", "failed", "trash", "checkout-draf
 # WooCommerce sends ``webhook_id=<id>`` as a form body, unsigned, when a webhook
 # is saved (WC_Webhook::deliver_ping).
 _PING_BODY = re.compile(rb"webhook_id=[0-9]{1,20}")
-
-# Amounts are bounded before ``money`` expands them, because "1e999999999" is
-# 11 bytes of JSON that would expand to a billion digits.
-MAX_AMOUNT_DIGITS = 15
-MAX_AMOUNT_DECIMALS = 12
 
 
 class WooCommercePlatform:
@@ -133,12 +117,7 @@ class WooCommercePlatform:
                 field=TOPIC_HEADER,
             )
 
-        try:
-            payload = orjson.loads(delivery.body)
-        except orjson.JSONDecodeError as exc:
-            raise MappingError("body is not valid JSON", field="body") from exc
-        if not isinstance(payload, dict):
-            raise MappingError("body is not a JSON object", field="body")
+        payload = fields.decode_json_object(delivery.body)
 
         return ParsedDelivery(
             topic=topic, delivery_id=_content_key(delivery, topic), payload=payload
@@ -152,7 +131,7 @@ class WooCommercePlatform:
         """
         if parsed.topic == PING_TOPIC:
             return []
-        payload = _as_object(parsed.payload, "body")
+        payload = fields.as_object(parsed.payload, "body")
         source_id = parsed.delivery_id or _content_key(delivery, parsed.topic)
 
         if parsed.topic == ORDER_DELETED_TOPIC:
@@ -161,14 +140,16 @@ class WooCommercePlatform:
         elif parsed.topic in ORDER_TOPICS:
             event_type = "order"
             if _is_legacy(payload, "order"):
-                customer, data = _legacy_order(_as_object(payload["order"], "order"))
+                customer, data = _legacy_order(
+                    fields.as_object(payload["order"], "order")
+                )
             else:
                 customer, data = _order(payload)
             occurred_at = data["updated_at"]
         elif parsed.topic in CUSTOMER_TOPICS:
             event_type = "customer"
             if _is_legacy(payload, "customer"):
-                legacy = _as_object(payload["customer"], "customer")
+                legacy = fields.as_object(payload["customer"], "customer")
                 customer, data = _legacy_customer(legacy, _received_at(delivery))
             else:
                 customer, data = _customer(payload, _received_at(delivery))
@@ -209,7 +190,7 @@ def _is_legacy(payload: JsonObject, wrapper: str) -> bool:
 
 
 def _received_at(delivery: Delivery) -> str:
-    return _timestamp(delivery.received_at.isoformat(), "received_at")
+    return fields.timestamp(delivery.received_at.isoformat(), "received_at")
 
 
 def _deleted_order(payload: JsonObject) -> tuple[JsonObject, str, JsonObject]:
@@ -220,7 +201,7 @@ def _deleted_order(payload: JsonObject) -> tuple[JsonObject, str, JsonObject]:
     and the buyer is unknown. The consumer must stop counting the order with
     that id; ``order.restored`` later brings a full snapshot back.
     """
-    order_id = _required_id(payload, "id", "")
+    order_id = fields.required_id(payload, "id", "")
     data: JsonObject = {
         "scope": ORDER_DELETED_TOPIC,
         "resource_type": "order",
@@ -231,29 +212,31 @@ def _deleted_order(payload: JsonObject) -> tuple[JsonObject, str, JsonObject]:
 
 def _order(order: JsonObject) -> tuple[JsonObject, JsonObject]:
     """Map a REST API order (``wc/v1``-``wc/v3``); returns the customer and data."""
-    order_id = _required_id(order, "id", "")
+    order_id = fields.required_id(order, "id", "")
     created_at = _gmt_timestamp(order, "date_created", "")
     if created_at is None:
         raise MappingError(
             "missing timestamp in date_created_gmt", field="date_created_gmt"
         )
     updated_at = _gmt_timestamp(order, "date_modified", "") or created_at
-    status = _optional_text(order.get("status"), "status") or None
-    billing = _optional_object(order.get("billing"), "billing")
+    status = fields.optional_text(order.get("status"), "status") or None
+    billing = fields.optional_object(order.get("billing"), "billing")
 
     line_items = [
-        _line_item(item, _join("line_items", index))
+        _line_item(item, join("line_items", index))
         for index, item in enumerate(
-            _optional_list(order.get("line_items"), "line_items")
+            fields.optional_list(order.get("line_items"), "line_items")
         )
     ]
     refunds = [
-        _refund(refund, _join("refunds", index))
-        for index, refund in enumerate(_optional_list(order.get("refunds"), "refunds"))
+        _refund(refund, join("refunds", index))
+        for index, refund in enumerate(
+            fields.optional_list(order.get("refunds"), "refunds")
+        )
     ]
 
     customer = {
-        "id": _resource_id(order.get("customer_id"), "customer_id"),
+        "id": fields.resource_id(order.get("customer_id"), "customer_id"),
         "email": normalise_email(billing.get("email")),
     }
     data: JsonObject = {
@@ -261,8 +244,8 @@ def _order(order: JsonObject) -> tuple[JsonObject, JsonObject]:
         "name": _optional_id_text(order.get("number"), "number"),
         "created_at": created_at,
         "updated_at": updated_at,
-        "currency": _required_text(order, "currency", ""),
-        "total": _money(order.get("total"), "total"),
+        "currency": fields.required_text(order, "currency", ""),
+        "total": fields.amount_text(order.get("total"), "total"),
         "is_test": False,
         "cancelled_at": updated_at if status in NOT_COUNTED_STATUSES else None,
         "financial_status": None,
@@ -283,40 +266,40 @@ def _legacy_order(order: JsonObject) -> tuple[JsonObject, JsonObject]:
     line's ``product_id`` is the variation id when the line is a variation.
     """
     path = "order"
-    order_id = _required_id(order, "id", path)
-    created_at = _timestamp(order.get("created_at"), _join(path, "created_at"))
-    updated_field = _join(path, "updated_at")
+    order_id = fields.required_id(order, "id", path)
+    created_at = fields.timestamp(order.get("created_at"), join(path, "created_at"))
+    updated_field = join(path, "updated_at")
     updated_at = (
-        _optional_timestamp(order.get("updated_at"), updated_field) or created_at
+        fields.optional_timestamp(order.get("updated_at"), updated_field) or created_at
     )
-    status = _optional_text(order.get("status"), _join(path, "status")) or None
-    billing = _optional_object(
-        order.get("billing_address"), _join(path, "billing_address")
+    status = fields.optional_text(order.get("status"), join(path, "status")) or None
+    billing = fields.optional_object(
+        order.get("billing_address"), join(path, "billing_address")
     )
-    embedded = _optional_object(order.get("customer"), _join(path, "customer"))
+    embedded = fields.optional_object(order.get("customer"), join(path, "customer"))
 
-    items_path = _join(path, "line_items")
+    items_path = join(path, "line_items")
     line_items = [
-        _line_item(item, _join(items_path, index))
+        _line_item(item, join(items_path, index))
         for index, item in enumerate(
-            _optional_list(order.get("line_items"), items_path)
+            fields.optional_list(order.get("line_items"), items_path)
         )
     ]
 
     customer = {
-        "id": _resource_id(order.get("customer_id"), _join(path, "customer_id")),
+        "id": fields.resource_id(order.get("customer_id"), join(path, "customer_id")),
         "email": normalise_email(billing.get("email"))
         or normalise_email(embedded.get("email")),
     }
     data: JsonObject = {
         "order_id": order_id,
         "name": _optional_id_text(
-            order.get("order_number"), _join(path, "order_number")
+            order.get("order_number"), join(path, "order_number")
         ),
         "created_at": created_at,
         "updated_at": updated_at,
-        "currency": _required_text(order, "currency", path),
-        "total": _money(order.get("total"), _join(path, "total")),
+        "currency": fields.required_text(order, "currency", path),
+        "total": fields.amount_text(order.get("total"), join(path, "total")),
         "is_test": False,
         "cancelled_at": updated_at if status in NOT_COUNTED_STATUSES else None,
         "financial_status": None,
@@ -331,33 +314,33 @@ def _legacy_order(order: JsonObject) -> tuple[JsonObject, JsonObject]:
 
 def _line_item(value: object, path: str) -> JsonObject:
     """Map one order line; ``total`` is the line total after discounts, before tax."""
-    item = _as_object(value, path)
+    item = fields.as_object(value, path)
     name = item.get("name")
     if not isinstance(name, str):
-        field = _join(path, "name")
+        field = join(path, "name")
         raise MappingError(f"missing name in {field}", field=field)
     # Line names are stored HTML-escaped, such as "Ship Your Idea &ndash; Black".
     title = html.unescape(name)
-    sku = _optional_text(item.get("sku"), _join(path, "sku"))
+    sku = fields.optional_text(item.get("sku"), join(path, "sku"))
     sku = sku.strip() if sku and sku.strip() else None
 
-    product_id = _resource_id(item.get("product_id"), _join(path, "product_id"))
+    product_id = fields.resource_id(item.get("product_id"), join(path, "product_id"))
     if product_id is None and sku is not None:
         product_id = f"sku:{sku}"
     elif product_id is None and title.strip():
         product_id = f"title:{title.strip()}"
 
     return {
-        "line_item_id": _resource_id(item.get("id"), _join(path, "id")),
+        "line_item_id": fields.resource_id(item.get("id"), join(path, "id")),
         "product_id": product_id,
-        "variant_id": _resource_id(
-            item.get("variation_id"), _join(path, "variation_id")
+        "variant_id": fields.resource_id(
+            item.get("variation_id"), join(path, "variation_id")
         ),
         "sku": sku,
         "title": title,
-        "quantity": _quantity(item.get("quantity"), _join(path, "quantity")),
-        "price": _money(item.get("price"), _join(path, "price")),
-        "total": _money(item.get("total"), _join(path, "total")),
+        "quantity": fields.quantity(item.get("quantity"), join(path, "quantity")),
+        "price": fields.amount_text(item.get("price"), join(path, "price")),
+        "total": fields.amount_text(item.get("total"), join(path, "total")),
     }
 
 
@@ -367,10 +350,10 @@ def _refund(value: object, path: str) -> JsonObject:
     NOTE: order bodies give neither the refund date nor the refunded lines, so
     ``created_at`` is null and refunded quantities are not known here.
     """
-    refund = _as_object(value, path)
-    amount = abs(_amount(refund.get("total"), _join(path, "total")))
+    refund = fields.as_object(value, path)
+    amount = abs(fields.amount(refund.get("total"), join(path, "total")))
     return {
-        "refund_id": _required_id(refund, "id", path),
+        "refund_id": fields.required_id(refund, "id", path),
         "created_at": None,
         "amount": format(amount, "f"),
         "line_items": [],
@@ -383,9 +366,9 @@ def _customer(customer: JsonObject, received_at: str) -> tuple[JsonObject, JsonO
     Staff accounts (the ``administrator`` role, for example) also buy, so they
     are kept; the role is not part of the canonical customer.
     """
-    customer_id = _required_id(customer, "id", "")
+    customer_id = fields.required_id(customer, "id", "")
     email = normalise_email(customer.get("email"))
-    billing = _optional_object(customer.get("billing"), "billing")
+    billing = fields.optional_object(customer.get("billing"), "billing")
     created_at = _gmt_timestamp(customer, "date_created", "")
     updated_at = (
         _gmt_timestamp(customer, "date_modified", "") or created_at or received_at
@@ -394,8 +377,10 @@ def _customer(customer: JsonObject, received_at: str) -> tuple[JsonObject, JsonO
     data: JsonObject = {
         "customer_id": customer_id,
         "email": email,
-        "first_name": _optional_text(customer.get("first_name"), "first_name") or None,
-        "last_name": _optional_text(customer.get("last_name"), "last_name") or None,
+        "first_name": fields.optional_text(customer.get("first_name"), "first_name")
+        or None,
+        "last_name": fields.optional_text(customer.get("last_name"), "last_name")
+        or None,
         "created_at": created_at,
         "updated_at": updated_at,
         "tags": [],
@@ -415,123 +400,49 @@ def _legacy_customer(
     received, the best available bound for when the customer changed.
     """
     path = "customer"
-    customer_id = _required_id(customer, "id", path)
+    customer_id = fields.required_id(customer, "id", path)
     email = normalise_email(customer.get("email"))
-    billing_path = _join(path, "billing_address")
-    billing = _optional_object(customer.get("billing_address"), billing_path)
-    created_at = _optional_timestamp(
-        customer.get("created_at"), _join(path, "created_at")
+    billing_path = join(path, "billing_address")
+    billing = fields.optional_object(customer.get("billing_address"), billing_path)
+    created_at = fields.optional_timestamp(
+        customer.get("created_at"), join(path, "created_at")
     )
     updated_key = "last_update" if customer.get("last_update") else "updated_at"
-    updated_at = _optional_timestamp(
-        customer.get(updated_key), _join(path, updated_key)
+    updated_at = fields.optional_timestamp(
+        customer.get(updated_key), join(path, updated_key)
     )
 
     data: JsonObject = {
         "customer_id": customer_id,
         "email": email,
-        "first_name": _optional_text(
-            customer.get("first_name"), _join(path, "first_name")
+        "first_name": fields.optional_text(
+            customer.get("first_name"), join(path, "first_name")
         )
         or None,
-        "last_name": _optional_text(customer.get("last_name"), _join(path, "last_name"))
+        "last_name": fields.optional_text(
+            customer.get("last_name"), join(path, "last_name")
+        )
         or None,
         "created_at": created_at,
         "updated_at": updated_at or received_at,
         "tags": [],
-        "country": _country(billing.get("country"), _join(billing_path, "country")),
+        "country": _country(billing.get("country"), join(billing_path, "country")),
         "email_consent": None,
     }
     return {"id": customer_id, "email": email}, data
 
 
 def _country(value: object, field: str) -> str | None:
-    country = _optional_text(value, field)
+    country = fields.optional_text(value, field)
     return country.strip().upper() if country and country.strip() else None
-
-
-# Readers of payload fields. Each raises MappingError naming the JSON path.
-
-
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _as_object(value: object, field: str) -> JsonObject:
-    if not isinstance(value, dict):
-        raise MappingError(f"missing or invalid object in {field}", field=field)
-    return value
-
-
-def _optional_object(value: object, field: str) -> JsonObject:
-    """Return the object, or an empty one for null; PHP encodes an empty map as []."""
-    if value is None or value == []:
-        return {}
-    return _as_object(value, field)
-
-
-def _optional_list(value: object, field: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise MappingError(f"invalid list in {field}", field=field)
-    return value
-
-
-def _optional_text(value: object, field: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise MappingError(f"invalid text in {field}", field=field)
-
-
-def _required_text(obj: JsonObject, key: str, path: str) -> str:
-    field = _join(path, key)
-    value = _optional_text(obj.get(key), field)
-    if not value or not value.strip():
-        raise MappingError(f"missing text in {field}", field=field)
-    return value.strip()
-
-
-def _resource_id(value: object, field: str) -> str | None:
-    """Return an id as a string; 0, empty and null mean none (guests have 0)."""
-    if value is None or isinstance(value, str):
-        return optional_id(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return optional_id(value)
-    raise MappingError(f"invalid id in {field}", field=field)
-
-
-def _required_id(obj: JsonObject, key: str, path: str) -> str:
-    field = _join(path, key)
-    value = _resource_id(obj.get(key), field)
-    if value is None:
-        raise MappingError(f"missing id in {field}", field=field)
-    return value
 
 
 def _optional_id_text(value: object, field: str) -> str | None:
     """Read an order number, which WooCommerce sends as a string or an integer."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    text = _optional_text(value, field)
+    text = fields.optional_text(value, field)
     return text.strip() if text and text.strip() else None
-
-
-def _timestamp(value: object, field: str) -> str:
-    try:
-        return to_utc(value, field)
-    except OverflowError as exc:
-        # NOTE: to_utc lets OverflowError escape when the UTC date leaves years
-        # 1-9999; this wrapper can go once to_utc raises MappingError for it.
-        raise MappingError(f"timestamp out of range in {field}", field=field) from exc
-
-
-def _optional_timestamp(value: object, field: str) -> str | None:
-    if value is None or value == "":
-        return None
-    return _timestamp(value, field)
 
 
 def _gmt_timestamp(obj: JsonObject, key: str, path: str) -> str | None:
@@ -543,35 +454,5 @@ def _gmt_timestamp(obj: JsonObject, key: str, path: str) -> str | None:
     gmt_key = f"{key}_gmt"
     value = obj.get(gmt_key)
     if value is not None and value != "":
-        return _timestamp(value, _join(path, gmt_key))
-    return _optional_timestamp(obj.get(key), _join(path, key))
-
-
-def _amount(value: object, field: str) -> Decimal:
-    """Read a money value given as a string or number as an exact Decimal."""
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        try:
-            parsed = Decimal(str(value).strip())
-        except InvalidOperation:
-            parsed = None  # money() below raises the MappingError
-        if parsed is not None and _is_out_of_range(parsed):
-            raise MappingError(f"amount out of range in {field}", field=field)
-    return Decimal(money(value, field))
-
-
-def _is_out_of_range(amount: Decimal) -> bool:
-    exponent = amount.as_tuple().exponent
-    # The exponent is an int exactly when the number is finite.
-    if not isinstance(exponent, int):
-        return False
-    return amount.adjusted() >= MAX_AMOUNT_DIGITS or exponent < -MAX_AMOUNT_DECIMALS
-
-
-def _money(value: object, field: str) -> str:
-    return format(_amount(value, field), "f")
-
-
-def _quantity(value: object, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MappingError(f"missing or invalid quantity in {field}", field=field)
-    return value
+        return fields.timestamp(value, join(path, gmt_key))
+    return fields.optional_timestamp(obj.get(key), join(path, key))

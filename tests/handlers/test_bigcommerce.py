@@ -5,19 +5,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator, FormatChecker
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from cartstream.errors import InvalidSignatureError, MappingError
@@ -32,45 +28,17 @@ from handlers.platforms.bigcommerce_api import (
     hydrate,
     order_event_from_api,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-WEBHOOKS = ROOT / "tests" / "data" / "webhooks"
-SCHEMA = json.loads((ROOT / "schemas" / "event.json").read_text())
+from tests.handlers.support import (
+    assert_valid_event,
+    assert_valid_unless_mapping_error,
+    serve_on_loopback,
+)
+from tests.helpers import WEBHOOKS_DIR, load_fixture
 
 PLATFORM = BigCommercePlatform()
 STORE_ID = "bc-store-1"
 TOKEN = "hook-token-1"
 RECEIVED_AT = datetime(2025, 2, 1, 12, 0, tzinfo=UTC)
-
-# jsonschema checks "date-time" only when rfc3339-validator is installed, so
-# this checker adds an RFC 3339 check of its own.
-FORMAT_CHECKER = FormatChecker()
-RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE
-)
-
-
-def is_rfc3339(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if RFC3339.fullmatch(value) is None:
-        return False
-    datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    return True
-
-
-FORMAT_CHECKER.checks("date-time", raises=ValueError)(is_rfc3339)
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FORMAT_CHECKER)
-
-
-def assert_valid(event: Event) -> None:
-    errors = [error.message for error in VALIDATOR.iter_errors(event)]
-    assert errors == []
-
-
-def load(name: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((WEBHOOKS / name).read_text())
-    return payload
 
 
 def make_delivery(body: bytes, headers: dict[str, str] | None = None) -> Delivery:
@@ -87,7 +55,7 @@ def map_body(payload: object) -> Event:
     PLATFORM.verify(delivery, [TOKEN])
     events = PLATFORM.map(delivery, PLATFORM.parse(delivery))
     assert len(events) == 1
-    assert_valid(events[0])
+    assert_valid_event(events[0])
     return events[0]
 
 
@@ -209,7 +177,7 @@ STORES = {
 
 
 def test_fixture_cases_cover_every_bigcommerce_fixture() -> None:
-    names = sorted(path.name for path in WEBHOOKS.glob("bigcommerce-*.json"))
+    names = sorted(path.name for path in WEBHOOKS_DIR.glob("bigcommerce-*.json"))
     assert sorted(case[0] for case in FIXTURE_CASES) == names
 
 
@@ -226,7 +194,7 @@ def test_map_notification_values_when_fixture_delivered(
     customer_id: str | None,
     extra: dict[str, Any],
 ) -> None:
-    payload = load(name)
+    payload = load_fixture(name)
     event = map_body(payload)
     store_id, store_hash = STORES.get(name, ("1025646", "{store_hash}"))
     assert event["type"] == "notification"
@@ -249,7 +217,7 @@ def test_map_notification_values_when_fixture_delivered(
 
 
 def test_map_reads_store_id_when_number() -> None:
-    payload = load("bigcommerce-store-order-created-docs.json")
+    payload = load_fixture("bigcommerce-store-order-created-docs.json")
     payload["store_id"] = 1025646
     assert map_body(payload)["data"]["platform_store_id"] == "1025646"
 
@@ -289,7 +257,9 @@ def test_map_names_cart_when_line_item_scope() -> None:
 
 
 def test_delivery_id_same_when_delivery_retried() -> None:
-    body = json.dumps(load("bigcommerce-store-order-updated-real.json")).encode()
+    body = json.dumps(
+        load_fixture("bigcommerce-store-order-updated-real.json")
+    ).encode()
     first = PLATFORM.parse(make_delivery(body))
     retry = PLATFORM.parse(make_delivery(body))
     assert first.delivery_id == retry.delivery_id
@@ -299,14 +269,14 @@ def test_delivery_id_same_when_delivery_retried() -> None:
 
 
 def test_event_id_differs_when_same_resource_changes_later() -> None:
-    payload = load("bigcommerce-store-order-updated-real.json")
+    payload = load_fixture("bigcommerce-store-order-updated-real.json")
     later = copy.deepcopy(payload)
     later["created_at"] = payload["created_at"] + 60
     assert map_body(payload)["id"] != map_body(later)["id"]
 
 
 def test_parse_uses_body_digest_when_hash_missing() -> None:
-    payload = load("bigcommerce-store-order-created-docs.json")
+    payload = load_fixture("bigcommerce-store-order-created-docs.json")
     del payload["hash"]
     parsed = PLATFORM.parse(make_delivery(json.dumps(payload).encode()))
     assert parsed.delivery_id is not None
@@ -327,7 +297,7 @@ def test_parse_uses_body_digest_when_hash_missing() -> None:
     ],
 )
 def test_map_raises_naming_field_when_payload_invalid(change: Any, field: str) -> None:
-    payload = load("bigcommerce-store-order-created-docs.json")
+    payload = load_fixture("bigcommerce-store-order-created-docs.json")
     change(payload)
     delivery = make_delivery(json.dumps(payload).encode())
     with pytest.raises(MappingError) as caught:
@@ -343,7 +313,7 @@ def test_parse_raises_when_body_has_no_scope(body: bytes) -> None:
 
 def test_scope_table_lists_every_fixture_scope() -> None:
     for name, *_ in FIXTURE_CASES:
-        assert load(name)["scope"] in SCOPES
+        assert load_fixture(name)["scope"] in SCOPES
 
 
 # Property tests
@@ -371,12 +341,7 @@ JSON_VALUES = st.recursive(
 @given(payload=JSON_VALUES)
 def test_map_raises_only_mapping_error_when_json_random(payload: Any) -> None:
     delivery = make_delivery(json.dumps(payload).encode())
-    try:
-        events = PLATFORM.map(delivery, PLATFORM.parse(delivery))
-    except MappingError:
-        return
-    for event in events:
-        assert_valid(event)
+    assert_valid_unless_mapping_error(PLATFORM, delivery)
 
 
 @settings(max_examples=200)
@@ -399,12 +364,7 @@ def test_map_raises_only_mapping_error_when_fields_random(
     }
     delivery = make_delivery(b"{}")
     parsed = ParsedDelivery(topic=scope, delivery_id="key", payload=payload)
-    try:
-        events = PLATFORM.map(delivery, parsed)
-    except MappingError:
-        return
-    for event in events:
-        assert_valid(event)
+    assert_valid_unless_mapping_error(PLATFORM, delivery, parsed)
 
 
 @settings(max_examples=200)
@@ -553,7 +513,7 @@ V3_CART: dict[str, Any] = {
 
 def test_order_event_values_when_v2_order_mapped() -> None:
     event = order_event_from_api(STORE_ID, V2_ORDER, V2_PRODUCTS, source_id="n-1")
-    assert_valid(event)
+    assert_valid_event(event)
     data = event["data"]
     assert event["type"] == "order"
     assert event["occurred_at"] == "2019-06-25T16:25:23Z"
@@ -616,7 +576,7 @@ def test_order_event_cancels_when_not_a_sale(
 ) -> None:
     order = {**V2_ORDER, **change}
     event = order_event_from_api(STORE_ID, order, V2_PRODUCTS, source_id="n-1")
-    assert_valid(event)
+    assert_valid_event(event)
     expected = None if is_counted else "2019-06-25T16:25:23Z"
     assert event["data"]["cancelled_at"] == expected
 
@@ -624,7 +584,7 @@ def test_order_event_cancels_when_not_a_sale(
 def test_order_event_guest_when_customer_id_zero() -> None:
     order = {**V2_ORDER, "customer_id": 0, "refunded_amount": "0.0000"}
     event = order_event_from_api(STORE_ID, order, [], source_id="n-1")
-    assert_valid(event)
+    assert_valid_event(event)
     assert event["customer"] == {"id": None, "email": "ana.example@example.com"}
     assert event["data"]["refunds"] == []
     assert event["data"]["line_items"] == []
@@ -649,7 +609,7 @@ def test_order_event_raises_naming_field_when_order_invalid(
 
 def test_customer_event_values_when_v3_customer_mapped() -> None:
     event = customer_event_from_api(STORE_ID, V3_CUSTOMER, source_id="n-2")
-    assert_valid(event)
+    assert_valid_event(event)
     assert event["occurred_at"] == "2019-06-25T16:52:51Z"
     assert event["customer"] == {"id": "32", "email": "ana.example@example.com"}
     assert event["data"] == {
@@ -667,7 +627,7 @@ def test_customer_event_values_when_v3_customer_mapped() -> None:
 
 def test_checkout_event_values_when_v3_cart_mapped() -> None:
     event = checkout_event_from_api(STORE_ID, V3_CART, source_id="n-3")
-    assert_valid(event)
+    assert_valid_event(event)
     data = event["data"]
     assert event["type"] == "checkout"
     assert event["occurred_at"] == "2019-06-25T17:12:41Z"
@@ -780,20 +740,17 @@ def fake() -> FakeBigCommerce:
 
 @pytest.fixture
 async def client(fake: FakeBigCommerce) -> AsyncIterator[BigCommerceClient]:
-    server = TestServer(fake.app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            base_url = str(server.make_url("")).rstrip("/")
-            yield BigCommerceClient(
-                base_url, STORE_HASH, ACCESS_TOKEN, session, page_limit=2
-            )
-    finally:
-        await server.close()
+    async with (
+        serve_on_loopback(fake.app) as base_url,
+        aiohttp.ClientSession() as session,
+    ):
+        yield BigCommerceClient(
+            base_url, STORE_HASH, ACCESS_TOKEN, session, page_limit=2
+        )
 
 
 def notification(name: str) -> Event:
-    return map_body(load(name))
+    return map_body(load_fixture(name))
 
 
 async def test_fetch_order_returns_all_pages_when_products_paginated(
@@ -878,16 +835,13 @@ async def test_fetch_raises_with_retriable_flag_when_api_fails(
 async def test_fetch_raises_not_retriable_when_token_wrong(
     fake: FakeBigCommerce,
 ) -> None:
-    server = TestServer(fake.app, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            base_url = str(server.make_url("")).rstrip("/")
-            client = BigCommerceClient(base_url, STORE_HASH, "wrong-token", session)
-            with pytest.raises(BigCommerceAPIError) as caught:
-                await client.fetch_cart(CART_ID)
-    finally:
-        await server.close()
+    async with (
+        serve_on_loopback(fake.app) as base_url,
+        aiohttp.ClientSession() as session,
+    ):
+        client = BigCommerceClient(base_url, STORE_HASH, "wrong-token", session)
+        with pytest.raises(BigCommerceAPIError) as caught:
+            await client.fetch_cart(CART_ID)
     assert caught.value.status == 401
     assert caught.value.retriable is False
     assert "wrong-token" not in repr(client)
@@ -895,10 +849,8 @@ async def test_fetch_raises_not_retriable_when_token_wrong(
 
 
 async def test_fetch_raises_retriable_when_server_unreachable() -> None:
-    server = TestServer(web.Application(), host="127.0.0.1", port=0)
-    await server.start_server()
-    base_url = str(server.make_url("")).rstrip("/")
-    await server.close()  # nothing listens on the port any more
+    async with serve_on_loopback(web.Application()) as base_url:
+        pass  # once closed, nothing listens on the port any more
     async with aiohttp.ClientSession() as session:
         client = BigCommerceClient(base_url, STORE_HASH, ACCESS_TOKEN, session)
         with pytest.raises(BigCommerceAPIError) as caught:
@@ -918,7 +870,7 @@ async def test_hydrate_returns_order_when_order_notification(
     note = notification("bigcommerce-store-order-refund-created-docs.json")
     events = await hydrate(client, note)
     assert len(events) == 1
-    assert_valid(events[0])
+    assert_valid_event(events[0])
     assert events[0]["type"] == "order"
     assert events[0]["data"]["order_id"] == "250"
     assert events[0]["topic"] == "store/order/refund/created"
@@ -945,14 +897,14 @@ async def test_hydrate_returns_checkout_when_cart_created(
         client, notification("bigcommerce-store-cart-created-docs.json")
     )
     assert [event["type"] for event in events] == ["checkout"]
-    assert_valid(events[0])
+    assert_valid_event(events[0])
     assert events[0]["data"]["checkout_id"] == CART_ID
 
 
 async def test_hydrate_returns_nothing_when_cart_gone(
     client: BigCommerceClient,
 ) -> None:
-    payload = load("bigcommerce-store-cart-created-docs.json")
+    payload = load_fixture("bigcommerce-store-cart-created-docs.json")
     payload["data"]["id"] = "00000000-0000-0000-0000-000000000000"
     assert await hydrate(client, map_body(payload)) == []
 
@@ -972,7 +924,7 @@ async def test_hydrate_fetches_nothing_when_subscriber_or_deleted(
 ) -> None:
     subscriber = notification("bigcommerce-store-subscriber-created-docs.json")
     assert await hydrate(client, subscriber) == []
-    deleted = load("bigcommerce-store-customer-created-docs.json")
+    deleted = load_fixture("bigcommerce-store-customer-created-docs.json")
     deleted["scope"] = "store/customer/deleted"
     assert await hydrate(client, map_body(deleted)) == []
     assert fake.requests == []
@@ -988,4 +940,4 @@ async def test_hydrate_maps_valid_events_when_every_fixture_hydrated(
 ) -> None:
     for note in iter_fixture_notifications():
         for event in await hydrate(client, note):
-            assert_valid(event)
+            assert_valid_event(event)

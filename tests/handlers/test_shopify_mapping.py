@@ -7,27 +7,26 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator, FormatChecker
 
 from cartstream.errors import MappingError
 from cartstream.events import Event
 from handlers.platforms.base import Delivery
 from handlers.platforms.shopify import MAPPERS, ShopifyPlatform, normalise_topic
+from tests.handlers.support import (
+    EVENT_VALIDATOR,
+    assert_valid_event,
+    assert_valid_unless_mapping_error,
+    json_paths,
+)
+from tests.helpers import WEBHOOKS_DIR, load_fixture
 
-ROOT = Path(__file__).resolve().parents[2]
-WEBHOOKS = ROOT / "tests" / "data" / "webhooks"
-SCHEMA = json.loads((ROOT / "schemas" / "event.json").read_text(encoding="utf-8"))
 PLATFORM = ShopifyPlatform()
 RECEIVED_AT = datetime(2025, 2, 1, 12, 0, tzinfo=UTC)
 RECEIVED_TEXT = "2025-02-01T12:00:00Z"
@@ -52,26 +51,6 @@ FIXTURE_TOPICS = {
     "shopify-refunds-create-sample.json": "refunds/create",
 }
 
-# jsonschema checks "date-time" only when rfc3339-validator is installed, so
-# this checker adds an RFC 3339 check of its own.
-FORMAT_CHECKER = FormatChecker()
-RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE
-)
-
-
-def is_rfc3339(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if RFC3339.fullmatch(value) is None:
-        return False
-    datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    return True
-
-
-FORMAT_CHECKER.checks("date-time", raises=ValueError)(is_rfc3339)
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FORMAT_CHECKER)
-
 
 def make_delivery(
     body: bytes, topic: str, delivery_id: str | None = "webhook-1"
@@ -85,8 +64,7 @@ def make_delivery(
 
 
 def assert_valid(event: Event) -> None:
-    errors = [error.message for error in VALIDATOR.iter_errors(event)]
-    assert errors == []
+    assert_valid_event(event)
     assert event["occurred_at"].endswith("Z")
 
 
@@ -100,13 +78,10 @@ def map_body(
     return events
 
 
-def load(name: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((WEBHOOKS / name).read_text(encoding="utf-8"))
-    return payload
-
-
 def map_fixture(name: str, delivery_id: str | None = "webhook-1") -> list[Event]:
-    return map_body((WEBHOOKS / name).read_bytes(), FIXTURE_TOPICS[name], delivery_id)
+    return map_body(
+        (WEBHOOKS_DIR / name).read_bytes(), FIXTURE_TOPICS[name], delivery_id
+    )
 
 
 def map_payload(payload: dict[str, Any], topic: str) -> list[Event]:
@@ -122,7 +97,7 @@ def only_event(events: list[Event]) -> Event:
 
 
 def test_fixture_table_lists_every_shopify_fixture() -> None:
-    names = {path.name for path in WEBHOOKS.glob("shopify-*.json")}
+    names = {path.name for path in WEBHOOKS_DIR.glob("shopify-*.json")}
     assert names == set(FIXTURE_TOPICS)
 
 
@@ -141,7 +116,7 @@ def test_validator_rejects_timestamp_when_not_rfc3339() -> None:
     event = only_event(map_fixture("shopify-orders-paid-trimmed.json"))
     event["occurred_at"] = "yesterday"
 
-    assert not VALIDATOR.is_valid(event)
+    assert not EVENT_VALIDATOR.is_valid(event)
 
 
 # Orders
@@ -498,7 +473,7 @@ def test_refund_uses_processed_at_when_created_null() -> None:
 
 
 def test_map_names_refund_path_when_quantity_invalid() -> None:
-    order = load("shopify-orders-cancelled-with-refund.json")
+    order = load_fixture("shopify-orders-cancelled-with-refund.json")
     order["refunds"][0]["refund_line_items"][0]["quantity"] = "one"
 
     with pytest.raises(MappingError) as raised:
@@ -585,7 +560,7 @@ def test_map_customer_uses_received_at_when_timestamps_null() -> None:
 
 
 def test_customer_prefers_consent_when_both_sent() -> None:
-    payload = load("shopify-customers-create-accepts-marketing-inr.json")
+    payload = load_fixture("shopify-customers-create-accepts-marketing-inr.json")
     payload["email_marketing_consent"] = {
         "state": "SUBSCRIBED",
         "opt_in_level": "confirmed_opt_in",
@@ -600,7 +575,7 @@ def test_customer_prefers_consent_when_both_sent() -> None:
 
 
 def test_customer_maps_invalid_state_to_not_subscribed() -> None:
-    payload = load("shopify-customers-create-accepts-marketing-inr.json")
+    payload = load_fixture("shopify-customers-create-accepts-marketing-inr.json")
     payload["email_marketing_consent"] = {
         "state": "invalid",
         "consent_updated_at": "2025-01-02T03:04:05Z",
@@ -615,7 +590,7 @@ def test_customer_maps_invalid_state_to_not_subscribed() -> None:
 
 
 def test_map_customer_raises_when_consent_state_unknown() -> None:
-    payload = load("shopify-customers-create-accepts-marketing-inr.json")
+    payload = load_fixture("shopify-customers-create-accepts-marketing-inr.json")
     payload["email_marketing_consent"] = {"state": "maybe", "consent_updated_at": None}
 
     with pytest.raises(MappingError) as raised:
@@ -705,7 +680,7 @@ def test_event_id_repeats_when_webhook_redelivered() -> None:
 
 def test_event_id_repeats_when_redelivered_without_webhook_id() -> None:
     name = "shopify-refunds-create-sample.json"
-    body = (WEBHOOKS / name).read_bytes()
+    body = (WEBHOOKS_DIR / name).read_bytes()
 
     first = only_event(map_body(body, "refunds/create", delivery_id=None))
     delivery = Delivery(
@@ -721,7 +696,7 @@ def test_event_id_repeats_when_redelivered_without_webhook_id() -> None:
 
 
 def test_event_id_changes_when_order_updated() -> None:
-    payload = load("shopify-orders-updated-trimmed.json")
+    payload = load_fixture("shopify-orders-updated-trimmed.json")
     first = only_event(map_body(orjson.dumps(payload), "orders/updated", None))
     payload["updated_at"] = "2024-11-05T22:00:00-05:00"
     later = only_event(map_body(orjson.dumps(payload), "orders/updated", None))
@@ -764,7 +739,7 @@ def test_normalise_topic_returns_slash_form_when_header_varies(
 
 
 def test_map_accepts_sdk_topic_when_header_upper_case() -> None:
-    body = (WEBHOOKS / "shopify-orders-paid-trimmed.json").read_bytes()
+    body = (WEBHOOKS_DIR / "shopify-orders-paid-trimmed.json").read_bytes()
 
     event = only_event(map_body(body, "ORDERS_PAID"))
 
@@ -803,7 +778,7 @@ def test_parse_raises_when_body_not_object(body: bytes) -> None:
 
 
 def test_map_names_path_when_line_quantity_missing() -> None:
-    payload = load("shopify-orders-create-discount-code-unicode-product.json")
+    payload = load_fixture("shopify-orders-create-discount-code-unicode-product.json")
     del payload["line_items"][1]["quantity"]
 
     with pytest.raises(MappingError) as raised:
@@ -824,7 +799,7 @@ def test_map_names_path_when_line_quantity_missing() -> None:
 def test_map_names_field_when_required_order_field_missing(
     key: str, field: str
 ) -> None:
-    payload = load("shopify-orders-paid-trimmed.json")
+    payload = load_fixture("shopify-orders-paid-trimmed.json")
     del payload[key]
 
     with pytest.raises(MappingError) as raised:
@@ -834,7 +809,7 @@ def test_map_names_field_when_required_order_field_missing(
 
 
 def test_map_names_total_price_when_order_total_missing() -> None:
-    payload = load("shopify-orders-updated-trimmed.json")
+    payload = load_fixture("shopify-orders-updated-trimmed.json")
     del payload["total_price"]
     del payload["total_price_set"]
 
@@ -845,7 +820,7 @@ def test_map_names_total_price_when_order_total_missing() -> None:
 
 
 def test_map_keeps_ids_exact_when_above_2_53() -> None:
-    payload = load("shopify-orders-paid-trimmed.json")
+    payload = load_fixture("shopify-orders-paid-trimmed.json")
     payload["id"] = 2**63 + 12345
     payload["customer"]["id"] = 2**53 + 1
     payload["line_items"][0]["product_id"] = 2**64 - 1
@@ -858,7 +833,7 @@ def test_map_keeps_ids_exact_when_above_2_53() -> None:
 
 
 def test_map_raises_when_id_exceeds_64_bits() -> None:
-    body = (WEBHOOKS / "shopify-orders-paid-trimmed.json").read_bytes()
+    body = (WEBHOOKS_DIR / "shopify-orders-paid-trimmed.json").read_bytes()
     body = body.replace(b'"id": 5778367414385', b'"id": 18446744073709551616', 1)
 
     with pytest.raises(MappingError) as raised:
@@ -868,7 +843,7 @@ def test_map_raises_when_id_exceeds_64_bits() -> None:
 
 
 def test_map_keys_product_by_sku_when_id_null() -> None:
-    payload = load("shopify-orders-create-sample-test-cancelled-voided.json")
+    payload = load_fixture("shopify-orders-create-sample-test-cancelled-voided.json")
     payload["line_items"][0]["product_id"] = None
     payload["line_items"][1]["product_id"] = None
     payload["line_items"][1]["sku"] = ""
@@ -882,7 +857,7 @@ def test_map_keys_product_by_sku_when_id_null() -> None:
 
 def test_map_rejects_amount_quickly_when_exponent_huge() -> None:
     """money() would expand 1e999999999 to a billion digits."""
-    payload = load("shopify-orders-paid-trimmed.json")
+    payload = load_fixture("shopify-orders-paid-trimmed.json")
     payload["total_price"] = "1e999999999"
 
     with pytest.raises(MappingError) as raised:
@@ -892,7 +867,7 @@ def test_map_rejects_amount_quickly_when_exponent_huge() -> None:
 
 
 def test_map_raises_when_timestamp_out_of_range() -> None:
-    payload = load("shopify-orders-paid-trimmed.json")
+    payload = load_fixture("shopify-orders-paid-trimmed.json")
     payload["created_at"] = "0001-01-01T00:00:00+01:00"
 
     with pytest.raises(MappingError) as raised:
@@ -973,27 +948,10 @@ def test_map_raises_only_mapping_error_when_payload_random(
     topic: str, payload: dict[str, Any]
 ) -> None:
     delivery = make_delivery(orjson.dumps(payload), topic)
-    try:
-        events = PLATFORM.map(delivery, PLATFORM.parse(delivery))
-    except MappingError:
-        return
-    for event in events:
-        assert_valid(event)
+    assert_valid_unless_mapping_error(PLATFORM, delivery, check=assert_valid)
 
 
-def json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Yield the path of every value nested in a decoded JSON document."""
-    children: list[tuple[Any, Any]] = []
-    if isinstance(value, dict):
-        children = list(value.items())
-    elif isinstance(value, list):
-        children = list(enumerate(value))
-    for key, child in children:
-        yield (*prefix, key)
-        yield from json_paths(child, (*prefix, key))
-
-
-FIXTURE_PAYLOADS = {name: load(name) for name in FIXTURE_TOPICS}
+FIXTURE_PAYLOADS = {name: load_fixture(name) for name in FIXTURE_TOPICS}
 FIXTURE_PATHS = {
     name: list(json_paths(payload)) for name, payload in FIXTURE_PAYLOADS.items()
 }
@@ -1012,9 +970,4 @@ def test_map_raises_mapping_error_when_fixture_mutated(
     target[path[-1]] = data.draw(json_values)
 
     delivery = make_delivery(orjson.dumps(payload), FIXTURE_TOPICS[name])
-    try:
-        events = PLATFORM.map(delivery, PLATFORM.parse(delivery))
-    except MappingError:
-        return
-    for event in events:
-        assert_valid(event)
+    assert_valid_unless_mapping_error(PLATFORM, delivery, check=assert_valid)
