@@ -150,12 +150,15 @@ async def apply_batch(
 
         targets = await store.customers_to_recompute(connection, effects)
         await store.lock_customers(connection, targets)
+        keys_by_store: dict[str, list[str]] = {}
         for store_id, key in sorted(targets):
-            result.customer_changes.append(
-                await store.recompute_customer(
+            keys_by_store.setdefault(store_id, []).append(key)
+        for store_id, keys in keys_by_store.items():
+            result.customer_changes.extend(
+                await store.recompute_customers(
                     connection,
                     store_id,
-                    key,
+                    keys,
                     attribution_window_days=attribution_window_days,
                 )
             )

@@ -22,7 +22,12 @@ import orjson
 from cartstream.events import Event
 from projections import identity
 from projections.identity import customer_key
-from projections.recompute import CustomerChange, recompute_customer
+from projections.recompute import (
+    CustomerChange,
+    accounts_for_emails,
+    recompute_customer,
+    recompute_customers,
+)
 
 __all__ = [
     "APPLY_ERRORS",
@@ -37,6 +42,7 @@ __all__ = [
     "lock_for_batch",
     "parse_time",
     "recompute_customer",
+    "recompute_customers",
     "share_projection_lock",
 ]
 
@@ -254,18 +260,64 @@ async def _owner_of_order(
     return owner
 
 
+# The version columns of each order row, by (store id, order id). None marks an
+# order without a row.
+OrderVersions = dict[tuple[str, str], asyncpg.Record | None]
+
+
+async def _lock_orders(
+    connection: asyncpg.Connection, events: Sequence[Event]
+) -> OrderVersions:
+    """Lock the rows of the orders that a batch's order events write, in one query.
+
+    Returns their version columns, as ``_apply_order`` would read them one by
+    one. Order ids that are not strings are left out, so their events fail in
+    ``_apply_order`` as before.
+    """
+    ids_by_store: dict[str, set[str]] = {}
+    for event in events:
+        data = event.get("data")
+        order_id = data.get("order_id") if isinstance(data, dict) else None
+        store_id = event.get("store_id")
+        is_order = event.get("type") == "order"
+        if is_order and isinstance(order_id, str) and isinstance(store_id, str):
+            ids_by_store.setdefault(store_id, set()).add(order_id)
+
+    versions: OrderVersions = {}
+    for store_id, ids in sorted(ids_by_store.items()):
+        ordered = sorted(ids)
+        rows = await connection.fetch(
+            "SELECT order_id, version_at, version_event, customer_key, checkout_id "
+            "FROM orders WHERE store_id = $1 AND order_id = ANY($2::text[]) "
+            "ORDER BY order_id FOR UPDATE",
+            store_id,
+            ordered,
+        )
+        found = {row["order_id"]: row for row in rows}
+        for order_id in ordered:
+            versions[(store_id, order_id)] = found.get(order_id)
+    return versions
+
+
 async def _apply_order(
-    connection: asyncpg.Connection, event: Event, effects: BatchEffects
+    connection: asyncpg.Connection,
+    event: Event,
+    effects: BatchEffects,
+    versions: OrderVersions | None = None,
 ) -> None:
     store_id = event["store_id"]
     data = event["data"]
     key = customer_key(event["customer"])
-    current = await connection.fetchrow(
-        "SELECT version_at, version_event, customer_key, checkout_id FROM orders "
-        "WHERE store_id = $1 AND order_id = $2 FOR UPDATE",
-        store_id,
-        data["order_id"],
-    )
+    version_key = (store_id, data["order_id"])
+    if versions is not None and version_key in versions:
+        current = versions[version_key]
+    else:
+        current = await connection.fetchrow(
+            "SELECT version_at, version_event, customer_key, checkout_id FROM orders "
+            "WHERE store_id = $1 AND order_id = $2 FOR UPDATE",
+            store_id,
+            data["order_id"],
+        )
     # Every snapshot's marketing choice is a signal, applied or not, so the
     # signals do not depend on the order in which snapshots arrive.
     if data.get("accepts_marketing") is not None and key is not None:
@@ -282,7 +334,9 @@ async def _apply_order(
     if not _is_newer(event, current):
         return
 
-    await connection.execute(
+    # The written row's version columns are returned as stored, so the next
+    # snapshot of this order in the batch compares against exactly them.
+    written = await connection.fetchrow(
         """
         INSERT INTO orders (store_id, order_id, customer_key, name, created_at,
             currency, total, is_test, cancelled_at, status, checkout_id,
@@ -298,6 +352,7 @@ async def _apply_order(
             checkout_id = EXCLUDED.checkout_id, line_items = EXCLUDED.line_items,
             embedded_refunds = EXCLUDED.embedded_refunds,
             version_at = EXCLUDED.version_at, version_event = EXCLUDED.version_event
+        RETURNING version_at, version_event, customer_key, checkout_id
         """,
         store_id,
         data["order_id"],
@@ -316,6 +371,8 @@ async def _apply_order(
         event["id"],
         event["customer"].get("email"),
     )
+    if versions is not None:
+        versions[version_key] = written
     effects.touch(store_id, key, event["id"])
     if current is not None:
         effects.touch(store_id, current["customer_key"], event["id"])
@@ -630,17 +687,25 @@ APPLIERS = {
 
 
 async def apply_event(
-    connection: asyncpg.Connection, event: Event, effects: BatchEffects
+    connection: asyncpg.Connection,
+    event: Event,
+    effects: BatchEffects,
+    order_versions: OrderVersions | None = None,
 ) -> None:
     """Apply one event's row changes; the caller recomputes touched customers.
 
-    Idempotent: applying an event again changes no row.
+    ``order_versions`` holds the locked order rows from ``_lock_orders`` and is
+    kept up to date as orders are written. Idempotent: applying an event again
+    changes no row.
     """
     applier = APPLIERS.get(event["type"])
     if applier is None:
         return
     await _record_alias(connection, event, effects)
-    await applier(connection, event, effects)
+    if applier is _apply_order:
+        await _apply_order(connection, event, effects, order_versions)
+    else:
+        await applier(connection, event, effects)
 
 
 async def apply_events(
@@ -656,8 +721,9 @@ async def apply_events(
     touched = dict(effects.causes)
     try:
         async with connection.transaction():
+            order_versions = await _lock_orders(connection, events)
             for event in events:
-                await apply_event(connection, event, effects)
+                await apply_event(connection, event, effects, order_versions)
         return []
     except APPLY_ERRORS:
         effects.causes = touched
@@ -682,10 +748,21 @@ async def customers_to_recompute(
     account, and the account it joined is recomputed too. The caller holds the
     email locks of the touched guest keys.
     """
+    emails_by_store: dict[str, list[str]] = {}
+    for store_id, key in effects.causes:
+        email = identity.guest_email(key)
+        if email is not None:
+            emails_by_store.setdefault(store_id, []).append(email)
+    accounts = {
+        store_id: await accounts_for_emails(connection, store_id, sorted(emails))
+        for store_id, emails in sorted(emails_by_store.items())
+    }
+
     targets: dict[tuple[str, str], str] = {}
     for (store_id, key), cause in sorted(effects.causes.items()):
         targets[(store_id, key)] = cause
-        resolved = await identity.resolve_key(connection, store_id, key)
-        if resolved != key:
-            targets[(store_id, resolved)] = cause
+        email = identity.guest_email(key)
+        customer_id = None if email is None else accounts[store_id].get(email)
+        if customer_id is not None:
+            targets[(store_id, f"{identity.ACCOUNT_PREFIX}{customer_id}")] = cause
     return targets
