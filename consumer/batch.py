@@ -209,3 +209,24 @@ def dead_letter_value(letter: DeadLetter) -> bytes:
         "value": (letter.record.value or b"").decode("utf-8", errors="replace"),
     }
     return orjson.dumps(payload)
+
+
+async def skip_records(
+    connection: asyncpg.Connection, records: Sequence[InputRecord], *, consumer: str
+) -> None:
+    """Move the checkpoints past records that were dead-lettered without applying."""
+    async with connection.transaction():
+        positions = await _claim_offsets(connection, consumer, records)
+        for record in records:
+            tp = (record.topic, record.partition)
+            if record.offset < positions[tp]:
+                continue
+            positions[tp] = record.offset + 1
+            await connection.execute(
+                "UPDATE checkpoints SET next_offset = $4, updated_at = now() "
+                "WHERE consumer = $1 AND topic = $2 AND partition = $3",
+                consumer,
+                record.topic,
+                record.partition,
+                record.offset + 1,
+            )

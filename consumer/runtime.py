@@ -19,12 +19,39 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from cartstream.config import Settings
-from consumer.batch import DeadLetter, InputRecord, apply_batch, dead_letter_value
+from consumer.batch import (
+    DeadLetter,
+    InputRecord,
+    apply_batch,
+    dead_letter_value,
+    skip_records,
+)
 from projections.segments import SegmentCache
 
 logger = structlog.get_logger(__name__)
 
 RETRY_DELAY_S = 1.0
+
+# Errors after which the same batch may succeed: the server restarted, the
+# connection dropped, or a concurrent transaction won.
+TRANSIENT_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    OSError,
+    KafkaError,
+)
+# Errors that the same records raise every time.
+DATA_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    ArithmeticError,
+)
 
 
 def dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
@@ -182,13 +209,7 @@ class ProjectionConsumer:
                             self._settings.attribution_window_days
                         ),
                     )
-            except (
-                asyncpg.PostgresConnectionError,
-                OSError,
-                KafkaError,
-                asyncpg.exceptions.SerializationError,
-                asyncpg.exceptions.DeadlockDetectedError,
-            ) as exc:
+            except TRANSIENT_ERRORS as exc:
                 # The transaction rolled back, so the whole batch is retried.
                 # The checkpoint makes any earlier partial work harmless.
                 logger.warning(
@@ -198,6 +219,12 @@ class ProjectionConsumer:
                     raise
                 await asyncio.sleep(min(RETRY_DELAY_S * attempt, 30.0))
                 continue
+            except DATA_ERRORS as exc:
+                # A record that fails after its own savepoint, for example in
+                # the customer recompute, would stop the partition for good.
+                # Halving the batch finds it, and it alone is dead-lettered.
+                await self._isolate_failure(records, producer, stop, exc)
+                return
             break
 
         self.applied_total += result.applied
@@ -207,6 +234,34 @@ class ProjectionConsumer:
             applied=result.applied,
             skipped=result.skipped,
             membership_changes=result.membership_changes,
+        )
+
+    async def _isolate_failure(
+        self,
+        records: list[InputRecord],
+        producer: AIOKafkaProducer,
+        stop: asyncio.Event,
+        error: Exception,
+    ) -> None:
+        if len(records) > 1:
+            middle = len(records) // 2
+            await self._apply_with_retry(records[:middle], producer, stop)
+            await self._apply_with_retry(records[middle:], producer, stop)
+            return
+
+        record = records[0]
+        letter = DeadLetter(record, f"record failed to apply: {type(error).__name__}")
+        await producer.send_and_wait(
+            self._settings.topics.dead_letter, dead_letter_value(letter)
+        )
+        async with self._pool.acquire() as connection:
+            await skip_records(connection, records, consumer=self._group)
+        logger.error(
+            "event_dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=letter.reason,
         )
 
     async def _commit_to_kafka(

@@ -151,7 +151,15 @@ def amount_text(value: object, field: str) -> str:
     return format(amount(value, field), "f")
 
 
+MAX_QUANTITY = 1_000_000
+
+
 def quantity(value: object, field: str) -> int:
+    """Read a line's unit count: an integer from 0 to a million."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MappingError(f"missing or invalid quantity in {field}", field=field)
+    if value > MAX_QUANTITY:
+        raise MappingError(
+            f"quantity in {field} is over the limit of {MAX_QUANTITY}", field=field
+        )
     return value
