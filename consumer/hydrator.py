@@ -54,6 +54,8 @@ TRANSIENT_ERRORS = (
     KafkaError,
     OSError,
     asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -20,6 +21,12 @@ from aiokafka.errors import KafkaError
 logger = structlog.get_logger(__name__)
 
 RELAY_LOCK_ID = 0x72656C61
+POSTGRES_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    OSError,
+)
 BATCH_SIZE = 500
 
 
@@ -50,28 +57,45 @@ class OutboxRelay:
             wake.set()
 
         try:
-            async with self._pool.acquire() as listener:
-                await listener.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_ID)
-                await listener.add_listener("cartstream_outbox", notified)
-                logger.info("relay_started")
+            while not stop.is_set():
                 try:
-                    while not stop.is_set():
-                        sent = await self._relay_batch(producer)
-                        if sent:
-                            continue
-                        wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(
-                                _first(wake, stop), self._poll_interval_s
-                            )
-                finally:
+                    await self._relay_until_stopped(producer, wake, notified, stop)
+                except POSTGRES_UNAVAILABLE as exc:
+                    # PostgreSQL restarted or the connection dropped: the rows
+                    # not marked as sent are still pending, so start over.
+                    logger.warning("relay_reconnecting", error=type(exc).__name__)
+                    await asyncio.sleep(self._poll_interval_s)
+        finally:
+            await producer.stop()
+            logger.info("relay_stopped")
+
+    async def _relay_until_stopped(
+        self,
+        producer: AIOKafkaProducer,
+        wake: asyncio.Event,
+        notified: Callable[..., None],
+        stop: asyncio.Event,
+    ) -> None:
+        async with self._pool.acquire() as listener:
+            await listener.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK_ID)
+            await listener.add_listener("cartstream_outbox", notified)
+            logger.info("relay_started")
+            try:
+                while not stop.is_set():
+                    sent = await self._relay_batch(producer)
+                    if sent:
+                        continue
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            _first(wake, stop), self._poll_interval_s
+                        )
+            finally:
+                if not listener.is_closed():
                     await listener.remove_listener("cartstream_outbox", notified)
                     await listener.execute(
                         "SELECT pg_advisory_unlock($1)", RELAY_LOCK_ID
                     )
-        finally:
-            await producer.stop()
-            logger.info("relay_stopped")
 
     async def _relay_batch(self, producer: AIOKafkaProducer) -> int:
         rows = await self._pool.fetch(

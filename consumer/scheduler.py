@@ -37,6 +37,8 @@ SCHEDULER_LOCK_ID = 0x7365676D74
 
 _TRANSIENT_ERRORS = (
     asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
     OSError,

@@ -79,6 +79,24 @@ async def error_middleware(
             "the request contains a value that cannot be stored, such as a NUL "
             "character",
         )
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,
+        ConnectionError,
+    ) as exc:
+        logger.warning(
+            "database_unavailable",
+            method=request.method,
+            path=request.path,
+            error=type(exc).__name__,
+        )
+        return json_error(
+            503,
+            "database_unavailable",
+            "PostgreSQL is not reachable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
     except Exception:
         logger.exception("request_failed", method=request.method, path=request.path)
         return json_error(500, "internal_error", "internal error; see the server log")
