@@ -61,6 +61,7 @@ class Settings:
     http_port: int = 8080
     max_body_bytes: int = 1_048_576
     max_json_depth: int = 64
+    body_read_timeout_s: int = 30
     # HTTP parser limits that aiohttp enforces before a handler runs. The
     # defaults are aiohttp's own (3.14).
     max_request_line_bytes: int = 8190
@@ -170,6 +171,7 @@ def load_settings(
         http_port=_int(env, "HTTP_PORT", 8080),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_048_576, minimum=1024),
         max_json_depth=_int(env, "MAX_JSON_DEPTH", 64, minimum=4),
+        body_read_timeout_s=_int(env, "BODY_READ_TIMEOUT_S", 30, minimum=1),
         max_request_line_bytes=_int(env, "MAX_REQUEST_LINE_BYTES", 8190, minimum=256),
         max_header_bytes=_int(env, "MAX_HEADER_BYTES", 8190, minimum=256),
         max_headers=_int(env, "MAX_HEADERS", 128, minimum=8),

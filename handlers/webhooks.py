@@ -9,7 +9,9 @@ mapping.
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -123,7 +125,21 @@ async def receive_delivery(request: web.Request) -> web.Response:
 
     limit = settings.max_body_bytes
     try:
-        body = await _read_body(request, limit)
+        async with asyncio.timeout(settings.body_read_timeout_s):
+            body = await _read_body(request, limit)
+    except TimeoutError:
+        # A client that announces a body and sends it slowly would hold a
+        # connection for ever otherwise.
+        log.info("delivery_rejected", reason="body_timeout")
+        return _reject(
+            platform_name,
+            "body_timeout",
+            json_error(
+                408,
+                "body_timeout",
+                f"the body did not arrive within {settings.body_read_timeout_s} s",
+            ),
+        )
     except (HttpProcessingError, ClientPayloadError) as exc:
         log.info("delivery_rejected", reason="invalid_body", error=type(exc).__name__)
         return _reject(
@@ -265,6 +281,7 @@ async def _map_and_publish(
     is_quarantined = recorded is not None
     try:
         events = platform.map(delivery, parsed)
+        _check_storable(events)
     except MappingError as exc:
         return await _quarantine(
             request, name, delivery, exc, parsed, log, is_quarantined=is_quarantined
@@ -291,6 +308,39 @@ async def _map_and_publish(
     log.info("delivery_accepted", events=len(events), size_bytes=len(delivery.body))
     DELIVERIES.labels(name, "accepted").inc()
     return web.json_response({"status": "accepted", "event_ids": event_ids})
+
+
+def _nul_path(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Iterable[tuple[object, object]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, child in items:
+        found = _nul_path(key, path) or _nul_path(child, f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
+
+
+def _check_storable(events: list[Event]) -> None:
+    """Reject text that PostgreSQL cannot store, before anything is published.
+
+    Raises:
+        MappingError: a string contains a NUL character; ``field`` names it.
+    """
+    for event in events:
+        path = _nul_path(event["data"], "data") or _nul_path(
+            event["customer"], "customer"
+        )
+        if path is not None:
+            raise MappingError(
+                f"{path} contains a NUL character, which cannot be stored",
+                field=path,
+            )
 
 
 def _mapper_failure(
