@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import importlib.util
 import os
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaConnectionError
 
 from cartstream.config import load_settings, state_dir_from
 from cartstream.errors import CartstreamError
@@ -152,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("store_id")
     add.add_argument("--platform", required=True)
     add.add_argument("--name")
-    add.add_argument("--currency", help="the shop's currency, such as USD")
+    add.add_argument(
+        "--currency",
+        help="the shop's currency, such as USD, kept with the store for reference",
+    )
     add.add_argument("--secret", help="the webhook secret; generated when omitted")
     add_secret = store_actions.add_parser(
         "add-secret", help="add another active webhook secret (for rotation)"
@@ -200,7 +205,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (OSError, asyncpg.PostgresConnectionError, KafkaConnectionError) as exc:
+        print(f"cartstream: {_connection_hint(exc)}", file=sys.stderr)
+        return 1
     return result
+
+
+def _connection_hint(exc: BaseException) -> str:
+    """Describe a failed connection or bind with what to check next."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen: {exc.strerror}. Another process uses the port; set "
+            "CARTSTREAM_HTTP_PORT to a free one"
+        )
+    return (
+        f"cannot connect to PostgreSQL or Kafka ({type(exc).__name__}: {exc}). "
+        "Start the local stack with `cartstream stack up`, or check "
+        "CARTSTREAM_DATABASE_URL and CARTSTREAM_KAFKA_BOOTSTRAP"
+    )
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ async def _demo(settings: Settings, base_url: str) -> None:
             f"/api/stores/{store_id}/customers", headers=headers
         ) as response:
             customers = (await response.json())["customers"]
-        print("\ncustomers, newest last order first:")
+        print("\ncustomers, by last order id, newest first:")
         print(
             f"  {'customer':<36} {'orders':>6} {'sales':>12} {'last order':<22} opt-in"
         )
