@@ -1,9 +1,9 @@
 """Measure the webhook receiver's throughput on a real Kafka and PostgreSQL.
 
 Starts a private stack in a temporary folder and the receiver on a free loopback
-port, then posts one Shopify order body many times: first with a wrong
-signature (answered 401), then signed with fresh delivery ids (answered 200
-after Kafka acknowledged the event with acks=all).
+port, then posts one Shopify order body many times. The first round has a wrong
+signature and gets 401. The second is signed with fresh delivery ids and gets
+200 once Kafka has acknowledged the event with acks=all.
 
     .venv/bin/python bench/receiver_bench.py [--deliveries 4000] [--concurrency 32]
 """

@@ -1,9 +1,8 @@
 """Validators for the JSON Schemas in ``schemas/``, built once per process.
 
-The consumer checks every event it reads, so canonical events are validated
-with jsonschema-rs, a compiled validator about a hundred times faster than the
-pure-Python jsonschema on this schema (about 3 µs against 400 µs per order
-event, measured on two cores).
+The consumer checks every event it reads, so it uses jsonschema-rs, a compiled
+validator. On this schema it takes about 3 µs per order event against 400 µs
+for the pure-Python jsonschema (measured on two cores).
 """
 
 from __future__ import annotations
