@@ -3,9 +3,10 @@
 Order, checkout and customer events are snapshots: a row is replaced only by a
 snapshot with a newer ``(occurred_at, event id)``. Refunds are kept the same
 way by refund id, and aliases by email and account. Consent signals, message
-events and order deletions are facts keyed by their event id. After the rows
-change, the metrics of every customer they touch are recomputed
-(``projections.recompute``).
+events and order deletions are facts keyed by their event id. An erasure
+deletes a customer's or a whole store's records and is recorded, so that older
+events for them are skipped from then on. After the rows change, the metrics
+of every customer they touch are recomputed (``projections.recompute``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import structlog
 
 from cartstream.events import Event
 from projections import identity
@@ -34,10 +36,12 @@ __all__ = [
     "PROJECTION_TABLES",
     "BatchEffects",
     "CustomerChange",
+    "ErasureIndex",
     "apply_event",
     "apply_events",
     "customers_to_recompute",
     "hold_projection_lock",
+    "load_erasures",
     "lock_customers",
     "lock_for_batch",
     "parse_time",
@@ -45,6 +49,8 @@ __all__ = [
     "recompute_customers",
     "share_projection_lock",
 ]
+
+logger = structlog.get_logger(__name__)
 
 # Every table that is a pure function of the store-events topic, in the order
 # a replay rebuilds them. Stores, segments, memberships, the outbox and the
@@ -58,7 +64,21 @@ PROJECTION_TABLES = (
     "consent_signals",
     "customer_aliases",
     "messages",
+    "erasures",
     "customers",
+)
+
+# Every table of records that an erasure deletes, with the column that stores
+# the time of the event that wrote each row.
+ERASED_TABLES = (
+    ("orders", "version_at"),
+    ("refunds", "version_at"),
+    ("order_tombstones", "deleted_at"),
+    ("checkouts", "version_at"),
+    ("customer_profiles", "version_at"),
+    ("consent_signals", "at"),
+    ("customer_aliases", "at"),
+    ("messages", "occurred_at"),
 )
 
 # Errors that make one event fail to apply while the rest of its batch goes on.
@@ -129,7 +149,8 @@ async def _lock(connection: asyncpg.Connection, names: Iterable[str]) -> None:
     # Transaction-scoped advisory locks serialise consumers that touch the same
     # order, email or customer from different partitions. Every batch takes
     # them in three rounds, each sorted: orders and checkouts, then emails,
-    # then customers. A common order rules out deadlocks between batches.
+    # then customers, all after its store locks (``_lock_stores``). A common
+    # order rules out deadlocks between batches.
     ordered = sorted(set(names))
     if not ordered:
         return
@@ -201,6 +222,45 @@ async def _current_owners(
     return owners
 
 
+def _is_store_erasure(event: Event) -> bool:
+    return event["type"] == "erasure" and customer_key(event["customer"]) is None
+
+
+async def _lock_stores(connection: asyncpg.Connection, events: Sequence[Event]) -> None:
+    erased = {event["store_id"] for event in events if _is_store_erasure(event)}
+    # Sorted, so two batches take the locks of their stores in one order.
+    for store_id in sorted({event["store_id"] for event in events}):
+        function = (
+            "pg_advisory_xact_lock"
+            if store_id in erased
+            else "pg_advisory_xact_lock_shared"
+        )
+        await connection.execute(
+            f"SELECT {function}(hashtextextended($1, 0))", _lock_id("s", store_id)
+        )
+
+
+async def _aliased_emails_of_erasures(
+    connection: asyncpg.Connection, events: Sequence[Event]
+) -> set[tuple[str, str]]:
+    """Return (store id, email) of every alias to an account the batch erases."""
+    accounts: dict[str, set[str]] = {}
+    for event in events:
+        customer_id = (event.get("customer") or {}).get("id")
+        if event["type"] == "erasure" and customer_id:
+            accounts.setdefault(event["store_id"], set()).add(str(customer_id))
+    emails: set[tuple[str, str]] = set()
+    for store_id, customer_ids in sorted(accounts.items()):
+        rows = await connection.fetch(
+            "SELECT DISTINCT email FROM customer_aliases "
+            "WHERE store_id = $1 AND customer_id = ANY($2::text[])",
+            store_id,
+            sorted(customer_ids),
+        )
+        emails.update((store_id, row["email"]) for row in rows)
+    return emails
+
+
 async def lock_for_batch(
     connection: asyncpg.Connection, events: Sequence[Event]
 ) -> None:
@@ -209,8 +269,14 @@ async def lock_for_batch(
     Email locks cover every email whose guest key the batch may touch or whose
     alias it may write: those in the events' customer references and those of
     guests that own the orders and checkouts the batch changes. Holding them
-    keeps the account a guest joined fixed until the batch commits.
+    keeps the account a guest joined fixed until the batch commits. An erasure
+    of an account also locks the emails that joined it.
+
+    Store locks come before all of these: shared, or exclusive for a store
+    that the batch erases whole, because that erasure deletes rows of every
+    customer of the store.
     """
+    await _lock_stores(connection, events)
     await _lock(connection, _resource_lock_names(events))
 
     emails: set[tuple[str, str]] = set()
@@ -218,6 +284,8 @@ async def lock_for_batch(
         email = (event.get("customer") or {}).get("email")
         if email:
             emails.add((event["store_id"], str(email)))
+    for store_id, email in await _aliased_emails_of_erasures(connection, events):
+        emails.add((store_id, email))
     for store_id, key in await _current_owners(connection, events):
         email = identity.guest_email(key)
         if email is not None:
@@ -675,6 +743,274 @@ async def _record_alias(
             effects.touch(store_id, f"{identity.ACCOUNT_PREFIX}{account}", event["id"])
 
 
+@dataclass
+class ErasureIndex:
+    """The newest ``erased_at`` of each erased customer key and order of a batch.
+
+    ``keys`` maps (store id, customer key) to it, with a None key for an
+    erasure of the whole store. ``orders`` maps (store id, order id) to it.
+    """
+
+    keys: dict[tuple[str, str | None], datetime] = field(default_factory=dict)
+    orders: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def add(
+        self,
+        store_id: str,
+        key: str | None,
+        order_ids: Iterable[str],
+        erased_at: datetime,
+    ) -> None:
+        self.keys[(store_id, key)] = max(
+            erased_at, self.keys.get((store_id, key), erased_at)
+        )
+        for order_id in order_ids:
+            self.orders[(store_id, order_id)] = max(
+                erased_at, self.orders.get((store_id, order_id), erased_at)
+            )
+
+    def is_erased(self, store_id: str, key: str | None, moment: datetime) -> bool:
+        """Return whether the store, or the key, was erased at or after ``moment``."""
+        for target in ((store_id, None), (store_id, key)):
+            erased_at = self.keys.get(target)
+            if erased_at is not None and moment <= erased_at:
+                return True
+        return False
+
+    def covers(self, event: Event) -> bool:
+        """Return whether an erasure at or after the event's time names its subject.
+
+        The subject is the event's store, customer key or order. An erasure
+        event is never covered, so applying one again is harmless.
+        """
+        if event["type"] == "erasure":
+            return False
+        store_id = event["store_id"]
+        moment = _required_time(event["occurred_at"])
+        if self.is_erased(store_id, customer_key(event.get("customer")), moment):
+            return True
+        order_id = _order_id_of(event)
+        erased_at = None if order_id is None else self.orders.get((store_id, order_id))
+        return erased_at is not None and moment <= erased_at
+
+
+async def load_erasures(
+    connection: asyncpg.Connection, events: Sequence[Event]
+) -> ErasureIndex:
+    """Load, in one query, the erasures that may cover a batch's events."""
+    store_ids: set[str] = set()
+    keys: set[str] = set()
+    order_ids: set[str] = set()
+    for event in events:
+        store_ids.add(event["store_id"])
+        ref = event.get("customer")
+        key = customer_key(ref)
+        if key is not None:
+            keys.add(key)
+        # The guest key of the email decides whether the event records an alias.
+        email = (ref or {}).get("email")
+        if email:
+            keys.add(f"{identity.GUEST_PREFIX}{email}")
+        order_id = _order_id_of(event)
+        if order_id is not None:
+            order_ids.add(order_id)
+
+    index = ErasureIndex()
+    if not store_ids:
+        return index
+    rows = await connection.fetch(
+        "SELECT store_id, customer_key, order_ids, erased_at FROM erasures "
+        "WHERE store_id = ANY($1::text[]) AND (customer_key IS NULL "
+        "OR customer_key = ANY($2::text[]) OR order_ids && $3::text[])",
+        sorted(store_ids),
+        sorted(keys),
+        sorted(order_ids),
+    )
+    for row in rows:
+        index.add(
+            row["store_id"], row["customer_key"], row["order_ids"], row["erased_at"]
+        )
+    return index
+
+
+async def _erase_store(
+    connection: asyncpg.Connection,
+    event: Event,
+    effects: BatchEffects,
+    erasures: ErasureIndex,
+) -> None:
+    """Delete every record of a store written at or before the erasure."""
+    store_id = event["store_id"]
+    erased_at = _required_time(event["occurred_at"])
+    for table, time_column in ERASED_TABLES:
+        await connection.execute(
+            f"DELETE FROM {table} WHERE store_id = $1 "
+            f"AND ({time_column} IS NULL OR {time_column} <= $2)",
+            store_id,
+            erased_at,
+        )
+    # Every customer is recomputed: those without records left lose their row,
+    # and their memberships exit.
+    rows = await connection.fetch(
+        "SELECT customer_key FROM customers WHERE store_id = $1", store_id
+    )
+    for row in rows:
+        effects.touch(store_id, row["customer_key"], event["id"])
+
+    await connection.execute(
+        "INSERT INTO erasures (store_id, event_id, customer_key, email, reason, "
+        "erased_at) VALUES ($1, $2, NULL, NULL, $3, $4) ON CONFLICT DO NOTHING",
+        store_id,
+        event["id"],
+        event["data"]["reason"],
+        erased_at,
+    )
+    erasures.add(store_id, None, (), erased_at)
+
+
+async def _erased_keys(
+    connection: asyncpg.Connection, store_id: str, ref: dict[str, Any]
+) -> list[str]:
+    """Return the customer keys an erasure of ``ref`` covers, the main key first.
+
+    These are ``c:<id>``, ``e:<email>`` and the guest keys whose email joined
+    the account.
+
+    NOTE: which emails joined the account depends on the aliases applied so
+    far. An alias to another account written on another partition at about
+    the same time can make a replay erase a different set of guest keys.
+    """
+    keys: list[str] = []
+    if ref.get("id"):
+        account = f"{identity.ACCOUNT_PREFIX}{ref['id']}"
+        keys.extend(await identity.member_keys(connection, store_id, account) or ())
+    if ref.get("email"):
+        keys.append(f"{identity.GUEST_PREFIX}{ref['email']}")
+    return list(dict.fromkeys(keys))
+
+
+async def _erase_customer(
+    connection: asyncpg.Connection,
+    event: Event,
+    effects: BatchEffects,
+    erasures: ErasureIndex,
+) -> None:
+    """Delete a customer's records written at or before the erasure.
+
+    The records are those of every erased key (``_erased_keys``), the orders
+    the request lists, the refunds and deletions of the deleted orders, and the
+    aliases of the customer's account and emails.
+    """
+    store_id = event["store_id"]
+    ref = event["customer"]
+    erased_at = _required_time(event["occurred_at"])
+    keys = await _erased_keys(connection, store_id, ref)
+    # NOTE: a refund of an erased order that the request did not list, delivered
+    # after the erasure, is still stored. It contains no customer data and counts
+    # for no one, because its order is gone.
+    listed_orders = sorted(
+        {str(order_id) for order_id in event["data"].get("order_ids") or ()}
+    )
+    emails = sorted({email for key in keys if (email := identity.guest_email(key))})
+
+    deleted_orders = await connection.fetch(
+        "DELETE FROM orders WHERE store_id = $1 "
+        "AND (customer_key = ANY($2::text[]) OR order_id = ANY($3::text[])) "
+        "AND version_at <= $4 RETURNING order_id, customer_key, checkout_id",
+        store_id,
+        keys,
+        listed_orders,
+        erased_at,
+    )
+    order_ids = sorted({row["order_id"] for row in deleted_orders} | set(listed_orders))
+    for table, time_column in (
+        ("refunds", "version_at"),
+        ("order_tombstones", "deleted_at"),
+    ):
+        await connection.execute(
+            f"DELETE FROM {table} WHERE store_id = $1 AND order_id = ANY($2::text[]) "
+            f"AND ({time_column} IS NULL OR {time_column} <= $3)",
+            store_id,
+            order_ids,
+            erased_at,
+        )
+    for table, time_column in (
+        ("checkouts", "version_at"),
+        ("customer_profiles", "version_at"),
+        ("consent_signals", "at"),
+        ("messages", "occurred_at"),
+    ):
+        await connection.execute(
+            f"DELETE FROM {table} WHERE store_id = $1 "
+            f"AND customer_key = ANY($2::text[]) AND {time_column} <= $3",
+            store_id,
+            keys,
+            erased_at,
+        )
+    deleted_aliases = await connection.fetch(
+        "DELETE FROM customer_aliases WHERE store_id = $1 "
+        "AND (customer_id = $2 OR email = ANY($3::text[])) AND at <= $4 "
+        "RETURNING customer_id",
+        store_id,
+        ref.get("id"),
+        emails,
+        erased_at,
+    )
+
+    # Other customers whose records changed: owners of listed orders, the
+    # checkouts those orders completed, and accounts that lost an alias.
+    checkout_ids = sorted(
+        {row["checkout_id"] for row in deleted_orders if row["checkout_id"]}
+    )
+    checkout_owners = await connection.fetch(
+        "SELECT DISTINCT customer_key FROM checkouts WHERE store_id = $1 "
+        "AND checkout_id = ANY($2::text[])",
+        store_id,
+        checkout_ids,
+    )
+    touched = [
+        *keys,
+        *(row["customer_key"] for row in deleted_orders),
+        *(row["customer_key"] for row in checkout_owners),
+        *(f"{identity.ACCOUNT_PREFIX}{row['customer_id']}" for row in deleted_aliases),
+    ]
+    for key in touched:
+        effects.touch(store_id, key, event["id"])
+
+    await connection.executemany(
+        "INSERT INTO erasures (store_id, event_id, customer_key, email, order_ids, "
+        "reason, erased_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+        "ON CONFLICT DO NOTHING",
+        [
+            (
+                store_id,
+                event["id"],
+                key,
+                identity.guest_email(key) or ref.get("email"),
+                listed_orders if position == 0 else [],
+                event["data"]["reason"],
+                erased_at,
+            )
+            for position, key in enumerate(keys)
+        ],
+    )
+    for position, key in enumerate(keys):
+        erasures.add(store_id, key, listed_orders if position == 0 else (), erased_at)
+
+
+async def _apply_erasure(
+    connection: asyncpg.Connection,
+    event: Event,
+    effects: BatchEffects,
+    erasures: ErasureIndex,
+) -> None:
+    """Apply an erasure: of the whole store when it names no customer."""
+    if customer_key(event.get("customer")) is None:
+        await _erase_store(connection, event, effects, erasures)
+    else:
+        await _erase_customer(connection, event, effects, erasures)
+
+
 APPLIERS = {
     "order": _apply_order,
     "refund": _apply_refund,
@@ -691,17 +1027,37 @@ async def apply_event(
     event: Event,
     effects: BatchEffects,
     order_versions: OrderVersions | None = None,
+    erasures: ErasureIndex | None = None,
 ) -> None:
     """Apply one event's row changes; the caller recomputes touched customers.
 
     ``order_versions`` holds the locked order rows from ``_lock_orders`` and is
-    kept up to date as orders are written. Idempotent: applying an event again
-    changes no row.
+    kept up to date as orders are written. ``erasures`` contains the erasures
+    from ``load_erasures``: an event they cover is skipped, and an applied erasure
+    is added. Without it they are loaded for this event alone. Idempotent:
+    applying an event again changes no row.
     """
-    applier = APPLIERS.get(event["type"])
-    if applier is None:
+    if event["type"] != "erasure" and event["type"] not in APPLIERS:
         return
-    await _record_alias(connection, event, effects)
+    if erasures is None:
+        erasures = await load_erasures(connection, [event])
+    if erasures.covers(event):
+        logger.debug(
+            "event_skipped_erased", event_id=event["id"], store_id=event["store_id"]
+        )
+        return
+    if event["type"] == "erasure":
+        await _apply_erasure(connection, event, effects, erasures)
+        return
+
+    # An event from before an erasure of its email records no alias, so the
+    # erased email joins no account again.
+    email = (event.get("customer") or {}).get("email")
+    guest = None if not email else f"{identity.GUEST_PREFIX}{email}"
+    moment = _required_time(event["occurred_at"])
+    if not erasures.is_erased(event["store_id"], guest, moment):
+        await _record_alias(connection, event, effects)
+    applier = APPLIERS[event["type"]]
     if applier is _apply_order:
         await _apply_order(connection, event, effects, order_versions)
     else:
@@ -714,7 +1070,9 @@ async def apply_events(
     """Apply events in order, each in a savepoint; return those that failed.
 
     A savepoint per event lets one event that the database rejects be reported
-    without undoing the rest. Each failure comes with its reason.
+    without undoing the rest. Each failure comes with its reason. The
+    erasures that cover the batch are loaded once, so an event from before an
+    erasure is skipped, also when the erasure comes earlier in the batch.
     """
     # Most batches apply cleanly, so all events first share one savepoint. Only
     # when one fails is the batch rolled back and applied again event by event.
@@ -722,17 +1080,19 @@ async def apply_events(
     try:
         async with connection.transaction():
             order_versions = await _lock_orders(connection, events)
+            erasures = await load_erasures(connection, events)
             for event in events:
-                await apply_event(connection, event, effects, order_versions)
+                await apply_event(connection, event, effects, order_versions, erasures)
         return []
     except APPLY_ERRORS:
         effects.causes = touched
 
     failures: list[tuple[Event, str]] = []
+    erasures = await load_erasures(connection, events)
     for event in events:
         try:
             async with connection.transaction():
-                await apply_event(connection, event, effects)
+                await apply_event(connection, event, effects, erasures=erasures)
         except APPLY_ERRORS as exc:
             reason = f"event {event['id']} failed to apply: {type(exc).__name__}"
             failures.append((event, reason))
