@@ -1,26 +1,24 @@
 """Local single-node Apache Kafka broker in KRaft mode, built from Maven Central jars.
 
-Downloads the broker jars once, then formats, starts, finds and stops one broker per
-state directory, listening on 127.0.0.1 only.
+Formats, starts, finds and stops one broker per state directory, listening on
+127.0.0.1 only. The broker jars come from ``ensure_kafka_jars`` in
+``cartstream.stack.kafka_jars``, which this module re-exports.
 """
 
 import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import fcntl
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar
 
@@ -29,19 +27,24 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from cartstream.errors import CartstreamError
+from cartstream.stack.kafka_common import (
+    KafkaStartError as KafkaStartError,
+)
+from cartstream.stack.kafka_common import (
+    _file_lock,
+    _read_resource,
+    _tail,
+    _write_text_atomic,
+)
+from cartstream.stack.kafka_jars import KAFKA_VERSION as KAFKA_VERSION
+from cartstream.stack.kafka_jars import ensure_kafka_jars as ensure_kafka_jars
 from cartstream.stack.ports import free_port
-
-KAFKA_VERSION = "4.1.2"
 
 # The broker binds and advertises both listeners on loopback only.
 HOST = "127.0.0.1"
 NODE_ID = 1
 
-_POM_RESOURCE = "kafka-pom.xml"
 _LOG4J2_RESOURCE = "kafka-log4j2.properties"
-_JARS_MARKER = "jars.complete"
-_VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.\-]*")
-_LOG_TAIL_LINES = 40
 _PROBE_INTERVAL_S = 0.25
 _PROBE_REQUEST_TIMEOUT_S = 5.0
 _KILL_WAIT_S = 10.0
@@ -49,10 +52,6 @@ _KILL_WAIT_S = 10.0
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-
-class KafkaStartError(CartstreamError, RuntimeError):
-    """Failure to download, format or start the local Kafka broker."""
 
 
 class KafkaStopError(CartstreamError, RuntimeError):
@@ -131,106 +130,6 @@ class _KafkaPaths:
     @property
     def meta_properties(self) -> Path:
         return self.data_dir / "meta.properties"
-
-
-# --- jars -------------------------------------------------------------------
-
-
-def ensure_kafka_jars(cache_dir: Path, version: str = KAFKA_VERSION) -> Path:
-    """Download the jars of Kafka broker ``version`` into ``cache_dir`` once.
-
-    Runs ``mvn dependency:copy-dependencies`` on a small POM (kafka_2.13 plus a
-    log4j 2 backend) and writes a marker file last, so a later call returns at
-    once and an interrupted download is deleted and redone. Concurrent callers
-    on the same cache directory wait for each other through a file lock. Maven
-    keeps its own copy of the artifacts in its local repository (~/.m2 unless
-    configured otherwise).
-
-    Returns:
-        The directory ``cache_dir/kafka-<version>/lib`` that contains the jars.
-
-    Raises:
-        ValueError: ``version`` is not a plain version string.
-        KafkaStartError: mvn is missing or failed, or the broker jar is missing
-            from its output.
-    """
-    if _VERSION_PATTERN.fullmatch(version) is None:
-        raise ValueError(f"invalid Kafka version {version!r}: expected e.g. 4.1.2")
-
-    version_dir = cache_dir / f"kafka-{version}"
-    lib_dir = version_dir / "lib"
-    marker = version_dir / _JARS_MARKER
-    if marker.is_file():
-        return lib_dir
-
-    version_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(version_dir / ".lock"):
-        # Another process may have finished the download while this one waited.
-        if marker.is_file():
-            return lib_dir
-
-        # A lib dir without the marker is left over from an interrupted download.
-        shutil.rmtree(lib_dir, ignore_errors=True)
-        pom_path = version_dir / "pom.xml"
-        pom_path.write_bytes(_read_resource(_POM_RESOURCE))
-
-        log.info("kafka_jars_download_started", version=version, lib_dir=str(lib_dir))
-        started = time.monotonic()
-        _run_mvn_copy_dependencies(pom_path, lib_dir, version)
-
-        broker_jar = lib_dir / f"kafka_2.13-{version}.jar"
-        if not broker_jar.is_file():
-            raise KafkaStartError(
-                f"mvn finished but {broker_jar} is missing. Check that "
-                f"org.apache.kafka:kafka_2.13:{version} exists on Maven Central"
-            )
-
-        jars = sorted(lib_dir.glob("*.jar"))
-        _write_text_atomic(marker, "".join(f"{jar.name}\n" for jar in jars))
-        log.info(
-            "kafka_jars_download_finished",
-            version=version,
-            jar_count=len(jars),
-            size_bytes=sum(jar.stat().st_size for jar in jars),
-            duration_s=round(time.monotonic() - started, 1),
-        )
-
-    return lib_dir
-
-
-def _run_mvn_copy_dependencies(pom_path: Path, lib_dir: Path, version: str) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaStartError(
-            "mvn not found on PATH: install Apache Maven 3.8 or newer to download "
-            "the Kafka jars"
-        )
-
-    command = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(pom_path),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={lib_dir}",
-        f"-Dkafka.version={version}",
-    ]
-    completed = subprocess.run(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    if completed.returncode != 0:
-        output = completed.stdout.decode("utf-8", errors="replace")
-        raise KafkaStartError(
-            f"mvn dependency:copy-dependencies failed with exit code "
-            f"{completed.returncode} for Kafka {version} ({pom_path}). Last lines "
-            f"of its output:\n{_tail(output)}"
-        )
 
 
 # --- start, find, stop -------------------------------------------------------
@@ -844,28 +743,6 @@ def _write_record(node_json: Path, record: _NodeRecord) -> None:
     _write_text_atomic(node_json, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    # Readers see either the old or the new file, never a partly written one.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` across processes."""
-    with path.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-def _read_resource(name: str) -> bytes:
-    return resources.files("cartstream.stack").joinpath(name).read_bytes()
-
-
 def _log_offsets(paths: _KafkaPaths) -> dict[Path, int]:
     """Return the current size of each broker log file that exists."""
     offsets = {}
@@ -910,7 +787,3 @@ def _decode(output: bytes | str | None) -> str:
     if isinstance(output, bytes):
         return output.decode("utf-8", errors="replace")
     return output
-
-
-def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
