@@ -26,7 +26,7 @@ logger = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class InputRecord:
-    """A Kafka record as the batch sees it."""
+    """A Kafka record reduced to the fields a batch uses."""
 
     topic: str
     partition: int
@@ -73,7 +73,7 @@ async def _claim_offsets(
     """Lock the checkpoint row of each partition and return its next offset.
 
     The row lock fences a consumer that lost the partition in a rebalance but
-    still holds a batch: it waits, then sees the newer offset and skips what the
+    still holds a batch: it waits, then reads the newer offset and skips what the
     new owner already applied.
     """
     positions: dict[tuple[str, int], int] = {}

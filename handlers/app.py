@@ -30,7 +30,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """``GET /healthz``: whether PostgreSQL answers."""
+    """``GET /healthz``: 200 when PostgreSQL responds, else 503."""
     await request.app[POOL_KEY].fetchval("SELECT 1")
     return web.json_response({"status": "ok"})
 

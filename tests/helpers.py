@@ -57,7 +57,7 @@ async def post_shopify(
     *,
     webhook_id: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Post one signed Shopify delivery; return the status and the JSON answer."""
+    """Post one signed Shopify delivery; return the status and the JSON body."""
     body = json.dumps(payload).encode()
     headers = {
         "Content-Type": "application/json",

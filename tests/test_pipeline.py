@@ -192,9 +192,10 @@ def _edited(
     return edited
 
 
-async def test_newest_order_snapshot_wins_when_delivered_out_of_order(
+async def test_newest_order_snapshot_wins(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
+    """Snapshots of one order delivered out of order end with the newest one."""
     token, secret = await create_store(pool)
     created = load_fixture("shopify-orders-create-discount-multi-tax-2024-05.json")
     updated = _edited(
