@@ -17,6 +17,7 @@ from consumer.relay import OutboxRelay
 from consumer.runtime import ProjectionConsumer
 from consumer.scheduler import SegmentScheduler
 from handlers.app import build_app
+from handlers.server import JsonErrorAppRunner
 from projections.migrate import migrate
 
 logger = structlog.get_logger(__name__)
@@ -67,7 +68,7 @@ async def run_services(
             )
             tasks.append(asyncio.create_task(scheduler.run(stop)))
         if serve:
-            runner = web.AppRunner(build_app(settings, pool=pool), access_log=None)
+            runner = JsonErrorAppRunner(build_app(settings, pool=pool), access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.http_host, settings.http_port)
             await site.start()

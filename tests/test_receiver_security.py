@@ -271,11 +271,18 @@ async def test_oversized_headers_rejected_and_server_stays_up(
         path_answer = await post_raw(settings, long_path, b"{}", {})
         health = await post_raw(settings, "/healthz", b"", {}, method="GET")
 
-    # aiohttp's HTTP parser rejects these in plain text before any handler runs.
+    # aiohttp's HTTP parser rejects these before any handler runs; the runner's
+    # request handler still answers with the JSON error body.
     assert long_answer[0] == 400
-    assert f"Got more than {settings.max_header_bytes} bytes" in long_answer[1]
+    assert long_answer[1]["error"]["code"] == "bad_request"
+    assert (
+        f"Got more than {settings.max_header_bytes} bytes"
+        in long_answer[1]["error"]["message"]
+    )
     assert many_answer[0] == 400
+    assert many_answer[1]["error"]["code"] == "bad_request"
     assert path_answer[0] in (400, 414)
+    assert path_answer[1]["error"]["code"] == "bad_request"
     assert health == (200, {"status": "ok"})
     assert await topic_size(settings, settings.topics.events) == 0
 
