@@ -19,7 +19,7 @@ from cartstream.config import load_settings, state_dir_from
 from cartstream.errors import CartstreamError
 from cartstream.log import configure_logging
 
-EXTRA_COMMAND_MODULES = ("consumer.replay", "consumer.redrive")
+EXTRA_COMMAND_MODULES = ("consumer.replay", "consumer.redrive", "consumer.dead_letters")
 
 
 def _stack(args: argparse.Namespace) -> int:

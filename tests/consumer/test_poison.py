@@ -11,6 +11,7 @@ import pytest
 
 import projections.recompute
 from cartstream.config import Settings
+from consumer.dead_letters import read_dead_letters
 from consumer.runtime import ProjectionConsumer
 from handlers.publisher import EventPublisher
 from projections.metrics import Metrics, Order, compute_metrics
@@ -54,3 +55,11 @@ async def test_failing_recompute_dead_letters_only_that_record(
     assert len(letters) == 1
     assert letters[0]["reason"] == "record failed to apply: ArithmeticError"
     assert '"order_id":"1200"' in letters[0]["value"]
+
+    listed = await read_dead_letters(settings)
+    assert len(listed) == 1
+    assert listed[0].reason == "record failed to apply: ArithmeticError"
+    assert (
+        listed[0].source
+        == f"{settings.topics.events}/{letters[0]['partition']}/{letters[0]['offset']}"
+    )
