@@ -3,26 +3,23 @@
 Starts a private stack in a temporary folder, publishes order events for many
 customers, and times how long one ProjectionConsumer takes to apply them all.
 
-    .venv/bin/python bench/consumer_bench.py [--events 20000] [--customers 2000]
+    .venv/bin/python -m bench.consumer_bench [--events 20000] [--customers 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 
-from cartstream.config import Topics, load_settings
+from bench.private_stack import private_stack
+from cartstream.config import Settings, Topics
 from cartstream.events import event_id
 from cartstream.log import configure_logging
-from cartstream.stack.kafka import ensure_kafka_jars, start_kafka, stop_kafka
-from cartstream.stack.postgres import start_postgres, stop_postgres
 from cartstream.topics import ensure_topics
 from consumer.runtime import ProjectionConsumer
 from handlers.publisher import EventPublisher
@@ -68,18 +65,7 @@ def order_event(number: int, customers: int) -> dict[str, object]:
     }
 
 
-async def measure(state_dir: Path, events: int, customers: int) -> None:
-    lib_dir = ensure_kafka_jars(ROOT / ".cartstream" / "cache")
-    kafka = start_kafka(state_dir, lib_dir)
-    postgres = start_postgres(state_dir)
-    settings = load_settings(
-        {
-            "CARTSTREAM_STATE_DIR": str(state_dir),
-            "CARTSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "CARTSTREAM_DATABASE_URL": postgres.database_url,
-            "CARTSTREAM_PARTITIONS": "6",
-        }
-    )
+async def measure(settings: Settings, events: int, customers: int) -> None:
     settings = replace(settings, topics=Topics(prefix="bench-"))
     connection = await asyncpg.connect(settings.database_url)
     await migrate(connection)
@@ -119,15 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("console", "warning")
 
-    state_dir = Path(
-        tempfile.mkdtemp(prefix="cartstream-bench-", dir=ROOT / ".cartstream")
-    )
-    try:
-        asyncio.run(measure(state_dir, args.events, args.customers))
-    finally:
-        stop_postgres(state_dir)
-        stop_kafka(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with private_stack({"CARTSTREAM_PARTITIONS": "6"}) as settings:
+        asyncio.run(measure(settings, args.events, args.customers))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ port, then posts one Shopify order body many times. The first round has a wrong
 signature and gets 401. The second is signed with fresh delivery ids and gets
 200 once Kafka has acknowledged the event with acks=all.
 
-    .venv/bin/python bench/receiver_bench.py [--deliveries 4000] [--concurrency 32]
+    .venv/bin/python -m bench.receiver_bench [--deliveries 4000] [--concurrency 32]
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import shutil
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -27,12 +25,11 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from cartstream.config import load_settings
+from bench.private_stack import private_stack
+from cartstream.config import Settings
 from cartstream.log import configure_logging
 from cartstream.runner import run_services
-from cartstream.stack.kafka import ensure_kafka_jars, start_kafka, stop_kafka
 from cartstream.stack.ports import free_port
-from cartstream.stack.postgres import start_postgres, stop_postgres
 from projections import stores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,17 +60,7 @@ async def post_many(
         return time.perf_counter() - started, statuses
 
 
-async def measure(state_dir: Path, count: int, concurrency: int) -> None:
-    kafka = start_kafka(state_dir, ensure_kafka_jars(ROOT / ".cartstream" / "cache"))
-    postgres = start_postgres(state_dir)
-    settings = load_settings(
-        {
-            "CARTSTREAM_STATE_DIR": str(state_dir),
-            "CARTSTREAM_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-            "CARTSTREAM_DATABASE_URL": postgres.database_url,
-            "CARTSTREAM_HTTP_PORT": str(free_port()),
-        }
-    )
+async def measure(settings: Settings, count: int, concurrency: int) -> None:
     stop = asyncio.Event()
     services = asyncio.create_task(
         run_services(settings, consume=False, stop=stop, handle_signals=False)
@@ -137,15 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("console", "error")
 
-    state_dir = Path(
-        tempfile.mkdtemp(prefix="cartstream-bench-", dir=ROOT / ".cartstream")
-    )
-    try:
-        asyncio.run(measure(state_dir, args.deliveries, args.concurrency))
-    finally:
-        stop_postgres(state_dir)
-        stop_kafka(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    with private_stack({"CARTSTREAM_HTTP_PORT": str(free_port())}) as settings:
+        asyncio.run(measure(settings, args.deliveries, args.concurrency))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 class CartstreamError(Exception):
     """Base of every error cartstream raises on purpose.
 
-    ``retriable`` tells the consumer whether to try an event again or to send it
+    ``retriable`` decides whether the consumer tries an event again or sends it
     to the dead-letter topic.
     """
 

@@ -1,8 +1,8 @@
 """Quarantine records: a verified delivery that could not be mapped, kept whole.
 
-A record contains the raw body, the headers mapping needs (signatures are left
-out) and the time of receipt, so a redrive can map it again with newer
-platform code and get the same event ids it would have got at receipt.
+A record contains the raw body, the headers the mappers read (never the
+signatures) and the time of receipt. A redrive maps it again with newer
+platform code and gets the same event ids it would have got at receipt.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 aiohttp rejects a request it cannot parse (a header or request line over the
 limits, a malformed request line) before any middleware runs. It sends a
-plain-text body and logs the request at ERROR with a traceback. On the open internet that is
-ordinary hostile traffic, so it gets the project's JSON error body and one
-info line instead. Server errors (5xx) keep aiohttp's handling.
+plain-text body and logs the request at ERROR with a traceback. On the open
+internet that is ordinary hostile traffic, so it gets the project's JSON error
+body and one info line instead. Server errors (5xx) keep aiohttp's handling.
 """
 
 from __future__ import annotations

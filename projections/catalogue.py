@@ -27,7 +27,7 @@ TIME_UNITS_S = {"day": 86_400, "hour": 3_600}
 # NOTE: because of that, a change of this value is inferred from the checkout
 # counts and open cart value (depends_on in fields.json). A checkout snapshot
 # that moves only its created_at goes unnoticed until the customer's next
-# change; a column of its own in the customers table would end the inference.
+# change. A column of its own in the customers table would end the inference.
 ABANDONED_CHECKOUT_COLUMN = "newest_abandoned_checkout_at"
 
 CustomerRow: TypeAlias = "asyncpg.Record | Mapping[str, Any]"

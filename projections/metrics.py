@@ -255,7 +255,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _latest_orders(orders: Sequence[Order]) -> list[dict[str, Any]]:
-    shown = sorted(
+    listed = sorted(
         (order for order in orders if not order.is_test and not order.is_deleted),
         key=_order_time_key,
         reverse=True,
@@ -270,7 +270,7 @@ def _latest_orders(orders: Sequence[Order]) -> list[dict[str, Any]]:
             "refunded": str(order.refunded),
             "item_count": sum(line.quantity for line in order.lines),
         }
-        for order in shown[:LATEST_ORDERS_LIMIT]
+        for order in listed[:LATEST_ORDERS_LIMIT]
     ]
 
 

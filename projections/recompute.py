@@ -400,12 +400,12 @@ async def recompute_customers(
         if moments:
             updated_at[key] = max(moments)
             live[key] = members[key] or []
-    gone = [key for key in key_list if key not in live]
-    if gone:
+    removed_keys = [key for key in key_list if key not in live]
+    if removed_keys:
         await connection.execute(
             "DELETE FROM customers WHERE store_id = $1 AND customer_key = ANY($2)",
             store_id,
-            gone,
+            removed_keys,
         )
 
     after: dict[str, asyncpg.Record] = {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs cartstream and runs the whole test suite; the tests start their own
+# Installs cartstream and runs the whole test suite. The tests start their own
 # Kafka broker and PostgreSQL server on loopback and stop them at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."

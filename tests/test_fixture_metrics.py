@@ -775,8 +775,8 @@ async def test_fixture_metrics_match_hand_computed(
         assert found == sorted(customers), fixture
         for key, expected in customers.items():
             actual = details[f"{fixture} {key}"]
-            shown = {name: actual[name] for name in expected}
-            assert shown == expected, (fixture, key)
+            selected = {name: actual[name] for name in expected}
+            assert selected == expected, (fixture, key)
 
     # Without its own times, the consent-null profile is dated on receipt.
     consent_null = details[

@@ -272,7 +272,7 @@ async def test_oversized_headers_rejected_and_server_stays_up(
         health = await post_raw(settings, "/healthz", b"", {}, method="GET")
 
     # aiohttp's HTTP parser rejects these before any handler runs; the runner's
-    # request handler still answers with the JSON error body.
+    # request handler still responds with the JSON error body.
     assert long_answer[0] == 400
     assert long_answer[1]["error"]["code"] == "bad_request"
     assert (

@@ -22,7 +22,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class ParsedDelivery:
-    """What a platform reads from a verified delivery before mapping it."""
+    """The topic, delivery id and payload read from a verified delivery."""
 
     topic: str
     delivery_id: str | None  # the platform's id of this delivery, same on retries

@@ -113,7 +113,7 @@ class BigCommercePlatform:
     so a retry repeats it. The delivery id is ``{scope}:{hash}:{created_at}``:
     ``created_at`` keeps two changes of one resource at different seconds apart
     even if the hash covered ``data`` alone. Two identical payloads in the same
-    second cannot be told from a retry, which is harmless because the hydrator
+    second cannot be distinguished from a retry, which is harmless because the hydrator
     fetches the resource's current state either way.
     """
 

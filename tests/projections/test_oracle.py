@@ -554,8 +554,8 @@ def _products(counted: list[_Order]) -> dict[str, Any]:
 
 
 def _latest(orders: list[_Order]) -> list[dict[str, Any]]:
-    shown = [o for o in orders if not o.data["is_test"] and not o.is_deleted]
-    shown.sort(key=_Order.sort_key, reverse=True)
+    listed = [o for o in orders if not o.data["is_test"] and not o.is_deleted]
+    listed.sort(key=_Order.sort_key, reverse=True)
     return [
         {
             "order_id": o.data["order_id"],
@@ -566,7 +566,7 @@ def _latest(orders: list[_Order]) -> list[dict[str, Any]]:
             "refunded": str(o.refunded),
             "item_count": sum(item["quantity"] for item in o.data["line_items"]),
         }
-        for o in shown[:10]
+        for o in listed[:10]
     ]
 
 
